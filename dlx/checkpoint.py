@@ -1,0 +1,64 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` (no arbitrary code on load).
+
+A checkpoint holds only tensors and plain Python values (dicts, lists, numbers, strings), so
+``torch.load(..., weights_only=True)`` accepts it. ``last.pt`` carries everything a resume
+needs (model, optimizer, scheduler, grad scaler, RNG states, epoch, metric history);
+``best.pt`` carries the best-by-validation model weights and the epoch they come from.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlx.errors import DlxError
+from dlx.runs import write_bytes_atomic
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Serialize ``state`` and put it at ``path`` atomically (temp file, fsync, rename)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DlxError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which file, not a pickle traceback
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DlxError(f"checkpoint {path} cannot be read: {detail}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DlxError(f"checkpoint {path} is not a dlx checkpoint (format {FORMAT})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training touches: torch CPU, every CUDA device, Python's ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _python_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

@@ -1,0 +1,85 @@
+"""The data path: a whole split lives as one uint8 tensor on the training device.
+
+Each epoch draws one permutation (from the global RNG, which the trainer seeds per epoch);
+a batch is an index slice of it, converted to float, augmented as a batch and normalized on
+the device. No DataLoader, no worker processes, no PIL, no per-image Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from dlx.data.augment import Augment
+
+
+@dataclass
+class Split:
+    """Images (uint8 [N, C, H, W]) and labels (int64 [N]) of one split, on any device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+class Batches:
+    """Iterate a split in batches of float images ready for the model."""
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int,
+        mean: tuple[float, ...] | None,
+        std: tuple[float, ...] | None,
+        shuffle: bool = False,
+        augment: Augment | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.channels_last = channels_last
+        device = split.images.device
+        c = split.images.shape[1]
+        # Normalization folded into one multiply-add: x/255 is done first, then (x - mean) / std.
+        if mean is not None and std is not None:
+            self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, c, 1, 1)
+            self.inv_std = 1.0 / torch.tensor(std, device=device, dtype=torch.float32).view(1, c, 1, 1)
+        else:
+            self.mean = self.inv_std = None
+
+    def __len__(self) -> int:
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.split)
+        device = self.split.images.device
+        order = torch.randperm(n, device=device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                xb = self.split.images[start : start + self.batch_size]
+                yb = self.split.labels[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                xb, yb = self.split.images[idx], self.split.labels[idx]
+            yield self.prepare(xb), yb
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float batch: scale to [0, 1], augment, normalize, optional channels_last."""
+        x = images.float().div_(255.0)
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.mean is not None:
+            x = x.sub_(self.mean).mul_(self.inv_std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

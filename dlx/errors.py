@@ -1,0 +1,22 @@
+"""User-facing errors: printed as one clear message, never as a traceback."""
+
+from __future__ import annotations
+
+
+class DlxError(Exception):
+    """A problem caused by the user's input (config, paths, environment).
+
+    The CLI prints ``str(error)`` and exits with ``exit_code``; no traceback.
+    """
+
+    exit_code = 1
+
+
+class ConfigError(DlxError):
+    """One or more problems in an experiment file; each problem is one line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

@@ -1,0 +1,76 @@
+"""What a run records about where it ran: versions, git commit, device, command line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_commit(cwd: str | Path | None = None) -> dict[str, Any] | None:
+    """HEAD's commit of the repo holding ``cwd`` (and whether the tree has local changes), or None."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        return f"{model} ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from dlx import __version__
+
+    return {
+        "dlx": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda or "",
+        "cudnn": str(torch.backends.cudnn.version() or "") if torch.cuda.is_available() else "",
+    }
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    return {
+        "versions": versions(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "git": git_commit(Path(__file__).resolve().parent),
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dlx.config import ExperimentConfig, apply_overrides, load_config
+from dlx.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, overrides: list[str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides)
+    return e.value.problems
+
+
+def test_shipped_experiments_validate() -> None:
+    for path in sorted((REPO / "experiments").glob("mnist_*.yaml")):
+        cfg = load_config(path)
+        assert isinstance(cfg, ExperimentConfig)
+        assert cfg.name == path.stem
+
+
+def test_book_recipe_is_the_books() -> None:
+    cfg = load_config(REPO / "experiments" / "mnist_deep_book.yaml")
+    assert (cfg.model.name, cfg.init.name, cfg.optimizer.name, cfg.optimizer.lr) == (
+        "deep_cnn",
+        "he_normal",
+        "adam",
+        1e-3,
+    )
+    assert (cfg.data.batch_size, cfg.train.epochs, cfg.augment.rotate, cfg.schedule.name) == (100, 20, 0, "none")
+
+
+def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: t\n"
+        "model: {widht: 2}\n"
+        "optimizer: {name: adm, lr: -1}\n"
+        "train: {precision: fp8, device: gpu, epochs: x}\n"
+        "foo: 1\n",
+    )
+    p = str(path)
+    assert problems(path) == [
+        f"{p}: model.widht: unknown key; did you mean 'width'?",
+        f"{p}: optimizer.name: unknown optimizer 'adm'; did you mean 'adam'? valid: adadelta, adagrad, adam, adamw, "
+        "momentum, nesterov, rmsprop, sgd",
+        f"{p}: optimizer.lr: got -1; input should be greater than 0",
+        f"{p}: train.epochs: got 'x'; input should be a valid integer, unable to parse string as an integer",
+        f"{p}: train.device: got 'gpu'; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
+        f"{p}: train.precision: got 'fp8'; allowed: 'fp32', 'bf16' or 'fp16'",
+        f"{p}: foo: unknown key; allowed: name, seed, data, model, init, optimizer, regularization, augment, "
+        "schedule, train, output",
+    ]
+
+
+def test_unknown_model_and_factory_arguments(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nmodel: {name: deep_cnm}\n")
+    assert problems(path) == [
+        f"{path}: model.name: unknown model 'deep_cnm'; did you mean 'deep_cnn'? valid: deep_cnn, lenet5, mlp"
+    ]
+    path = write(tmp_path, "name: t\nmodel: {name: mlp, args: {hiden: [10], width: 2}}\n")
+    assert problems(path) == [
+        f"{path}: model.args.hiden: unknown argument for model 'mlp'; did you mean 'hidden'? "
+        "allowed: activation_name, hidden",
+        f"{path}: model.args.width: set by dlx itself; remove it from args",
+    ]
+    path = write(tmp_path, "name: t\noptimizer: {name: adam, args: {beta: [0.9, 0.99]}}\n")
+    assert problems(path) == [
+        f"{path}: optimizer.args.beta: unknown argument for optimizer 'adam'; did you mean 'betas'? "
+        "allowed: amsgrad, betas, eps"
+    ]
+
+
+def test_schedule_warmup_refused_where_meaningless(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nschedule: {name: onecycle, warmup_epochs: 1}\n")
+    assert problems(path) == [
+        f"{path}: schedule.warmup_epochs: not supported with schedule 'onecycle' (it warms up by itself: "
+        "use args.pct_start)"
+    ]
+
+
+def test_regularization_needs_a_model_that_takes_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nmodel: {name: deep_cnn}\nregularization: {dropout: 0.3, batch_norm: true}\n")
+    cfg = load_config(path)
+    assert cfg.regularization.dropout == 0.3
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nmodel: {name: deep_cnn\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: not valid YAML (line 3, column 1)")
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    assert problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: file not found"]
+    path = write(tmp_path, "- a\n- b\n")
+    assert problems(path) == [f"{path}: the top level must be a mapping of keys, got list"]
+
+
+def test_yaml_is_read_safely(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: !!python/object/apply:os.system ['echo pwned']\n")
+    (line,) = problems(path)
+    assert "not valid YAML" in line
+
+
+def test_extends_merges_and_detects_cycles(tmp_path: Path) -> None:
+    write(tmp_path, "name: base\nseed: 3\noptimizer: {name: momentum, lr: 0.1}\ntrain: {epochs: 7}\n", "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nname: child\noptimizer: {lr: 0.05}\n", "child.yaml")
+    cfg = load_config(child)
+    assert (cfg.name, cfg.seed, cfg.optimizer.name, cfg.optimizer.lr, cfg.train.epochs) == (
+        "child", 3, "momentum", 0.05, 7
+    )  # fmt: skip
+    a = write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    (line,) = problems(a)
+    assert "extends: cycle" in line
+
+
+def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\n")
+    cfg = load_config(path, ["optimizer.lr=0.01", "train.epochs=3", "augment.scale=[0.9, 1.1]", "model.name=mlp"])
+    assert (cfg.optimizer.lr, cfg.train.epochs, cfg.augment.scale, cfg.model.name) == (0.01, 3, (0.9, 1.1), "mlp")
+    assert problems(path, ["train.epoch=3"]) == [f"{path}: train.epoch: unknown key; did you mean 'epochs'?"]
+    assert problems(path, ["nonsense"]) == [
+        "--set 'nonsense': expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"
+    ]
+
+
+def test_overrides_do_not_mutate_input() -> None:
+    data = {"optimizer": {"lr": 1}}
+    out = apply_overrides(data, ["optimizer.lr=2"])
+    assert data == {"optimizer": {"lr": 1}} and out == {"optimizer": {"lr": 2}}
+
+
+def test_name_defaults_to_file_stem_and_round_trips(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 5\n", "my_exp.yaml")
+    cfg = load_config(path)
+    assert cfg.name == "my_exp"
+    again = write(tmp_path, cfg.to_yaml(), "again.yaml")
+    assert load_config(again) == cfg

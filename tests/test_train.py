@@ -1,0 +1,171 @@
+"""End-to-end training on a real MNIST subset (2,000 training images, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlx import checkpoint as ckpt
+from dlx.config import config_from_dict
+from dlx.errors import DlxError
+from dlx.progress import Reporter
+from dlx.runs import Run, create_run
+from dlx.session import resume_run, start_run
+from tests.conftest import tiny
+
+TIMING_KEYS = {"seconds", "images_per_s", "eval_seconds"}
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def only_run(runs_dir: Path, name: str = "tiny") -> Path:
+    (path,) = sorted((runs_dir / name).iterdir())
+    return path
+
+
+def test_short_training_beats_chance_and_writes_a_complete_run(runs_dir: Path) -> None:
+    summary = start_run(config_from_dict(tiny(runs_dir)), quiet=True)
+    run = Path(summary["run_dir"])
+    assert summary["status"] == "completed"
+    # 10 classes: chance is 10%. Two epochs on 2,000 images reach ~88%.
+    assert summary["test_acc"] > 0.75, summary
+    assert summary["best_val_acc"] > 0.75
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "misclassified.png", "confusion.png", "curves.png"):  # fmt: skip
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("parameters", "flops_per_image", "versions", "device", "argv", "git", "wall_seconds"):
+        assert key in on_disk, key
+    assert on_disk["parameters"] == sum(
+        p.numel()
+        for p in ckpt.load_checkpoint(run / "checkpoints/best.pt")["model"].values()
+        if p.dtype.is_floating_point
+    )
+    rows = metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc")
+
+
+def test_same_seed_same_metrics(runs_dir: Path) -> None:
+    cfg = config_from_dict(tiny(runs_dir, **{"train.epochs": 1}))
+    a = start_run(cfg, run_id="a", quiet=True)
+    b = start_run(cfg, run_id="b", quiet=True)
+    assert metrics(Path(a["run_dir"])) == metrics(Path(b["run_dir"]))
+    assert a["test_loss"] == b["test_loss"]
+
+
+def test_checkpoints_load_with_weights_only(runs_dir: Path) -> None:
+    summary = start_run(config_from_dict(tiny(runs_dir, **{"train.epochs": 1})), quiet=True)
+    run = Run(summary["run_dir"])
+    last = torch.load(run.last_checkpoint, weights_only=True)
+    assert set(last) >= {"model", "optimizer", "schedule", "scaler", "rng", "state", "config"}
+    assert last["state"]["epoch"] == 1
+    best = torch.load(run.best_checkpoint, weights_only=True)
+    assert best["epoch"] == 1
+
+
+class InterruptAt(Reporter):
+    """Raise KeyboardInterrupt (as Ctrl-C would) at a given step of a given epoch."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(quiet=True)
+        self.at = (epoch, step)
+        self.current = -1
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        self.current = epoch
+
+    def step(self, done: int, loss: float, acc: float, images_per_s: float) -> None:
+        if (self.current, done) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interrupt_equals_uninterrupted(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = {"train.epochs": 3, "schedule": {"name": "cosine", "warmup_epochs": 0.5},
+                 "augment": {"rotate": 10, "translate": 0.1}}  # fmt: skip
+    cfg = config_from_dict(tiny(runs_dir, **overrides))
+    full = start_run(cfg, run_id="full", quiet=True)
+
+    import dlx.train
+
+    monkeypatch.setattr(dlx.train, "Reporter", lambda quiet: InterruptAt(epoch=1, step=10))
+    with pytest.raises(KeyboardInterrupt):
+        start_run(cfg, run_id="cut", quiet=True)
+    cut = runs_dir / "tiny" / "cut"
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["epochs_completed"] == 1
+    assert f"dlx train --resume {cut}" in summary["message"]
+    monkeypatch.undo()
+
+    resumed = resume_run(cut, quiet=True)
+    assert resumed["status"] == "completed"
+    assert metrics(cut) == metrics(Path(full["run_dir"]))
+    assert (resumed["test_loss"], resumed["test_acc"]) == (full["test_loss"], full["test_acc"])
+    a = torch.load(cut / "checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(Path(full["run_dir"]) / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["resumed"][0]["from_epoch"] == 1
+
+
+def test_resume_errors(runs_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DlxError, match="no such directory"):
+        resume_run(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DlxError, match=r"not a dlx run directory \(no config.yaml\)"):
+        resume_run(tmp_path / "empty")
+    done = start_run(config_from_dict(tiny(runs_dir, **{"train.epochs": 1})), quiet=True)
+    with pytest.raises(DlxError, match="already completed"):
+        resume_run(done["run_dir"])
+
+
+def test_divergence_stops_the_run(runs_dir: Path) -> None:
+    cfg = config_from_dict(tiny(runs_dir, optimizer={"name": "sgd", "lr": 1e6}, **{"train.epochs": 1}))
+    with pytest.raises(DlxError, match=r"loss became (nan|inf)"):
+        start_run(cfg, run_id="boom", quiet=True)
+    summary = json.loads((runs_dir / "tiny" / "boom" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert "optimizer.lr" in summary["message"]
+
+
+def test_existing_run_id_is_never_clobbered(runs_dir: Path) -> None:
+    create_run(runs_dir, "tiny", "x")
+    (runs_dir / "tiny" / "x" / "keep.txt").write_text("data")
+    with pytest.raises(DlxError, match="already exists; choose another --run-id, or continue it with"):
+        start_run(config_from_dict(tiny(runs_dir)), run_id="x", quiet=True)
+    assert (runs_dir / "tiny" / "x" / "keep.txt").read_text() == "data"
+
+
+def test_bad_device_leaves_no_run_directory(runs_dir: Path) -> None:
+    cfg = config_from_dict(tiny(runs_dir, **{"train.device": "cuda:3"}))
+    with pytest.raises(DlxError, match=r"train.device: 'cuda:3' requested but"):
+        start_run(cfg, quiet=True)
+    assert not runs_dir.exists()
+
+
+def test_gallery_holds_only_misclassified_with_right_labels(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dlx.report
+
+    seen = {}
+    real = dlx.report.save_misclassified
+
+    def spy(images, labels, preds, classes, path, max_images=20):
+        seen.update(images=images, labels=labels, preds=preds)
+        return real(images, labels, preds, classes, path, max_images)
+
+    monkeypatch.setattr(dlx.report, "save_misclassified", spy)
+    summary = start_run(config_from_dict(tiny(runs_dir, **{"train.epochs": 1})), quiet=True)
+    # The labels handed to the gallery are the true test labels, the predictions give the test accuracy.
+    from dlx.data.datasets import load_dataset
+
+    mnist = load_dataset("mnist")
+    assert torch.equal(seen["labels"], mnist.test_labels[:1000])
+    assert torch.equal(seen["images"], mnist.test_images[:1000])
+    assert (seen["preds"] == seen["labels"]).float().mean().item() == pytest.approx(summary["test_acc"])
