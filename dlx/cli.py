@@ -92,6 +92,151 @@ def train(
     guarded(body)
 
 
+@app.command()
+def sweep(
+    sweep_file: Annotated[str, typer.Argument(help="a sweep in experiments/ (width-depth) or a sweep YAML file")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a key in every cell: --set train.epochs=1")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the runs (parameters, FLOPs) and check every cell; train nothing")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="worker processes (default: one per GPU, else 1; CPU cores are shared)")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="train failed and diverged cells again")] = False,
+    runs_dir: Annotated[
+        Path | None, typer.Option(help="where the sweep folder goes (default: output.runs_dir)")
+    ] = None,
+) -> None:
+    """Run a grid / variants / random sample of an experiment; re-run to resume (completed cells are skipped)."""
+
+    def body() -> None:
+        from dlx.sweep import load_sweep, run_sweep, show_plan
+
+        spec = load_sweep(sweep_file, set_ or [], runs_dir)
+        if dry_run:
+            show_plan(spec, workers)
+            return
+        if not run_sweep(spec, workers=workers, retry_failed=retry_failed).ok:
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="run folders, sweep folders or folders of runs (e.g. runs/)")],
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="keep runs matching KEY=VALUE (or !=, >, <, >=, <=)")
+    ] = None,
+    sort: Annotated[str | None, typer.Option(help="sort by a column, e.g. test_acc")] = None,
+    desc: Annotated[bool, typer.Option("--desc", help="sort descending")] = False,
+    top: Annotated[int | None, typer.Option(min=1, help="only the first K rows (default order: best test acc)")] = None,
+    columns: Annotated[str | None, typer.Option(help="comma-separated columns, e.g. run,params,test_acc")] = None,
+    group: Annotated[bool, typer.Option(help="one row per configuration (mean ± std over seeds)")] = True,
+    format_: Annotated[str, typer.Option("--format", help="table, csv, markdown or json")] = "table",
+    output: Annotated[Path | None, typer.Option(help="write heat maps, learning curves, Pareto plots here")] = None,
+) -> None:
+    """Compare runs: a table of size, cost, accuracy and over/underfitting; CSV/Markdown/JSON; pictures."""
+
+    def body() -> None:
+        from rich.console import Console
+
+        from dlx.compare import FORMATS, compare, print_table, render
+        from dlx.errors import DlxError
+
+        if format_ not in FORMATS:
+            raise DlxError(f"--format {format_!r}: choose one of {', '.join(FORMATS)}")
+        result = compare(
+            list(paths), where=where, sort=sort, descending=desc, top=top, columns=columns, group=group,
+            output=output,
+        )  # fmt: skip
+        names = sorted({str(r.summary.get("name")) for r in result.runs})
+        title = f"{len(result.rows)} configurations from {len(result.runs)} runs"
+        title += f" of {names[0]}" if len(names) == 1 else ""
+        if format_ == "table":
+            console = Console(highlight=False)
+            if not console.is_terminal:  # a file or a pipe has no width: do not squeeze the table into 80 columns
+                console = Console(highlight=False, width=240)
+            print_table(result.rows, result.columns, title, console)
+        else:
+            sys.stdout.write(render(result.rows, result.columns, format_, title))
+        notes = [f"skipped {s.path}: {s.reason}" for s in result.skipped]
+        notes += [f"wrote {p}" for p in result.pictures]
+        for line in notes:
+            _err(line)
+
+    guarded(body)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    # A file or a pipe has no width: do not squeeze the tables into 80 columns.
+    return console if console.is_terminal else Console(highlight=False, width=200)
+
+
+@app.command()
+def models(
+    pattern: Annotated[str, typer.Argument(help="only models matching this pattern, e.g. 'resnet*'")] = "*",
+    input_: Annotated[str, typer.Option("--input", help="input size CxHxW")] = "1x28x28",
+    classes: Annotated[int, typer.Option(min=1, help="number of classes")] = 10,
+) -> None:
+    """List the registered models with their parameters and FLOPs for one input size."""
+
+    def body() -> None:
+        from dlx.inspect import model_rows, parse_input, print_models
+
+        shape = parse_input(input_)
+        print_models(model_rows(shape, classes, pattern), shape, classes, _console())
+
+    guarded(body)
+
+
+@app.command()
+def inspect(
+    target: Annotated[str, typer.Argument(help="an experiment YAML file or a registered model name")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key of the experiment file")] = None,
+    input_: Annotated[str, typer.Option("--input", help="input size CxHxW (for a model name)")] = "1x28x28",
+    classes: Annotated[int, typer.Option(min=1, help="number of classes (for a model name)")] = 10,
+) -> None:
+    """Show a model layer by layer: output shape, parameters, FLOPs and receptive field."""
+
+    def body() -> None:
+        from dlx.inspect import parse_input, print_inspect, resolve_target
+
+        print_inspect(resolve_target(target, set_ or [], parse_input(input_), classes), _console())
+
+    guarded(body)
+
+
+@app.command()
+def profile(
+    config: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: --set data.batch_size=256")] = None,
+    batches: Annotated[int, typer.Option(min=1, help="batches to time (after one warm-up batch)")] = 5,
+    output: Annotated[Path | None, typer.Option(help="where profile.png/json go (default runs/<name>/profile)")] = None,
+) -> None:
+    """Time forward and backward per layer type on the configured device; table and bar chart."""
+
+    def body() -> None:
+        from dlx.config import load_config
+        from dlx.profile import print_profile, write_profile
+        from dlx.profile import profile as run_profile
+        from dlx.train import prepare
+
+        cfg = load_config(config, set_ or [])
+        result = run_profile(prepare(cfg), batches=batches)
+        print_profile(result, _console())
+        folder = output if output is not None else Path(cfg.output.runs_dir) / cfg.name / "profile"
+        for path in write_profile(result, folder):
+            _err(f"wrote {path}")
+
+    guarded(body)
+
+
 def main() -> None:
     app(prog_name="dlx")
 

@@ -110,18 +110,49 @@ class ModelConfig(Section):
     width: float = Field(1.0, gt=0, description="channel / unit multiplier")
     depth: float = Field(1.0, gt=0, description="layer / block multiplier")
     args: dict[str, Any] = Field(default_factory=dict)
+    # User models (dlx.models.custom): a layer list for name: sequential, or a class of one's own.
+    layers: list[Any] | None = Field(None, description="name: sequential: [{conv: {out: 16}}, {act: relu}, ...]")
+    class_path: str | None = Field(None, description="your own nn.Module, 'package.module:ClassName' (name: custom)")
+    init_args: dict[str, Any] = Field(default_factory=dict, description="keywords for class_path's class")
+    # Transfer learning (dlx.transfer).
+    init_from: str | None = Field(None, description="start from runs/<name>/<run-id> (best.pt) or a checkpoint file")
+    weights: str | None = Field(None, description="torchvision pretrained weights: DEFAULT or an enum name")
+    freeze: list[str] = Field(default_factory=list, description="fnmatch patterns of parameters kept fixed")
+    head: list[str] = Field(default_factory=list, description="fnmatch patterns of the head (optimizer.head_lr)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_path_names_the_model(cls, data: Any) -> Any:
+        from dlx.models.custom import CUSTOM
+
+        if isinstance(data, dict) and data.get("class_path") is not None and "name" not in data:
+            return {**data, "name": CUSTOM}
+        return data
 
     @field_validator("name")
     @classmethod
     def _model_known(cls, v: str) -> str:
-        return _check_name("model", _models, v)
+        from dlx.models.custom import CUSTOM
+
+        return v if v == CUSTOM else _check_name("model", _models, v)
 
     @model_validator(mode="after")
     def _args_accepted(self) -> ModelConfig:
         from dlx.models import RESERVED_MODEL_ARGS
+        from dlx.models.custom import model_problems
 
-        _check_kwargs(f"model {self.name!r}", _models().get(self.name), self.args, RESERVED_MODEL_ARGS)
+        problems = model_problems(self)
+        if problems:
+            raise ValueError(" | ".join(problems))
+        if self.class_path is None:
+            _check_kwargs(f"model {self.name!r}", _models().get(self.name), self.args, RESERVED_MODEL_ARGS)
         return self
+
+    def factory(self) -> Callable[..., Any]:
+        """The class or function that builds this model (a registered factory or class_path's object)."""
+        from dlx.models.custom import model_factory
+
+        return model_factory(self)
 
 
 class InitConfig(Section):
@@ -144,6 +175,7 @@ class OptimizerConfig(Section):
     name: str = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float | None = Field(None, ge=0, description="the optimizer's own weight decay; null: its default")
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the parameters model.head names")
     args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -248,13 +280,15 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _model_takes_regularization(self) -> ExperimentConfig:
         from dlx.models import accepts
+        from dlx.transfer import config_problems
 
-        factory = _models().get(self.model.name)
+        factory = self.model.factory()
         problems = [
             f"regularization.{key}: model {self.model.name!r} has no {key} option; remove the key"
             for key in ("dropout", "batch_norm")
             if getattr(self.regularization, key) is not None and not accepts(factory, key)
         ]
+        problems += config_problems(self)  # weights, init_from, head / head_lr
         if problems:
             raise ValueError(" | ".join(problems))
         return self

@@ -81,7 +81,11 @@ def initialize(model: nn.Module, name: str, bias: float = 0.0, args: dict | None
                 nn.init.constant_(module.bias, bias)
             count += 1
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-            nn.init.ones_(module.weight)
+            # Residual branches may end in a zero-gamma norm (zero_init_gamma): keep it, so the block starts as identity.
+            if getattr(module, "zero_init_gamma", False):
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return count
 

@@ -21,7 +21,7 @@ def _pct(x: float | None) -> str:
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0

@@ -23,14 +23,18 @@ from dlx.config import ExperimentConfig
 from dlx.data.augment import Augment
 from dlx.data.datasets import ImageData, load_dataset
 from dlx.data.loader import Batches, Split
+from dlx.diagnose import diagnose
 from dlx.errors import DlxError
 from dlx.init import initialize
 from dlx.modelinfo import count_parameters, flops_per_image
-from dlx.models import build_model
+from dlx.models.custom import build_from_config
+from dlx.models.layers import AuxOutput
 from dlx.optim import build_optimizer
 from dlx.progress import Reporter
 from dlx.runs import Run
 from dlx.schedule import build_schedule
+from dlx.transfer import Transfer
+from dlx.transfer import apply as apply_transfer
 
 
 class Diverged(DlxError):
@@ -75,6 +79,7 @@ class Setup:
     model: nn.Module
     parameters: int
     flops_per_image: int
+    transfer: Transfer = field(default_factory=Transfer)  # initial weights, frozen parameters, head (dlx.transfer)
 
 
 def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
@@ -101,33 +106,29 @@ def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | N
 
 def prepare(cfg: ExperimentConfig) -> Setup:
     device = resolve_device(cfg.train.device)
-    if cfg.train.precision == "fp16" and device.type == "cpu":
-        pass  # CPU autocast supports fp16 in torch >= 2.4; it is slow but correct.
     data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
     train, val, test = split_data(data, cfg)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-    model = build_model(
-        cfg.model.name,
+    model = build_from_config(
+        cfg.model,
         in_channels=data.in_channels,
         num_classes=data.num_classes,
         image_size=data.image_size,
-        width=cfg.model.width,
-        depth=cfg.model.depth,
         dropout=cfg.regularization.dropout,
         batch_norm=cfg.regularization.batch_norm,
-        args=cfg.model.args,
     )
     try:
         initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
     except (TypeError, ValueError) as e:
         raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
+    transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
     shape = (data.in_channels, data.image_size, data.image_size)
     flops = flops_per_image(model, shape)
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return Setup(cfg, device, data, train.to(device), val.to(device) if val else None, test.to(device), model,
-                 count_parameters(model), flops)  # fmt: skip
+                 count_parameters(model), flops, transfer)  # fmt: skip
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -220,8 +221,9 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     val_batches = Batches(setup.val, batch_size=cfg.data.eval_batch_size, **common) if setup.val else None
     test_batches = Batches(setup.test, batch_size=cfg.data.eval_batch_size, **common)
 
+    params = setup.transfer.parameters(model, cfg.optimizer.head_lr)  # frozen ones left out; the head's own group
     optimizer = build_optimizer(
-        cfg.optimizer.name, model.parameters(), cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.args
+        cfg.optimizer.name, params, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.args
     )
     schedule = build_schedule(
         cfg.schedule.name,
@@ -253,6 +255,7 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
         "epochs": cfg.train.epochs,
         "started_at": _now(),
         **provenance.describe(device),
+        **setup.transfer.summary(),
     }
     if resume:
         last = ckpt.load_checkpoint(run.last_checkpoint, map_location=device)
@@ -297,15 +300,18 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
             summary.update(final_train_loss=last_row["train_loss"], final_train_acc=last_row["train_acc"])
             rates = [r["images_per_s"] for r in state.history]
             summary["images_per_s"] = round(sum(rates) / len(rates), 1)
+        summary["diagnosis"] = diagnose(state.history)  # over/underfitting, also shown by dlx compare
         run.write_summary(summary)
         return summary
 
     epochs = cfg.train.epochs
     try:
         reporter.start(cfg, setup, run, state.epoch)
+        for line in setup.transfer.lines():
+            reporter.note(line)
         for epoch in range(state.epoch, epochs):
             seed_epoch(cfg.seed, epoch)
-            model.train()
+            setup.transfer.train_mode(model)  # model.train(), but frozen batch norms keep their statistics
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
@@ -315,9 +321,13 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(train_batches):
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    logits = step_model(x)
+                    out = step_model(x)
+                    # Auxiliary heads (GoogLeNet) add their weighted loss; loss and accuracy report the main head.
+                    logits = out.logits if isinstance(out, AuxOutput) else out
                     loss = F.cross_entropy(logits.float(), y)
                 objective = loss + penalty(model, cfg.regularization.l1, cfg.regularization.l2)
+                if isinstance(out, AuxOutput):
+                    objective = objective + out.aux_weight * sum(F.cross_entropy(a.float(), y) for a in out.aux)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(objective).backward()
                 if cfg.train.grad_clip is not None:

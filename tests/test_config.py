@@ -64,10 +64,11 @@ def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
 
 
 def test_unknown_model_and_factory_arguments(tmp_path: Path) -> None:
+    from dlx.models import MODELS
+
     path = write(tmp_path, "name: t\nmodel: {name: deep_cnm}\n")
-    assert problems(path) == [
-        f"{path}: model.name: unknown model 'deep_cnm'; did you mean 'deep_cnn'? valid: deep_cnn, lenet5, mlp"
-    ]
+    valid = ", ".join(MODELS.names())
+    assert problems(path) == [f"{path}: model.name: unknown model 'deep_cnm'; did you mean 'deep_cnn'? valid: {valid}"]
     path = write(tmp_path, "name: t\nmodel: {name: mlp, args: {hiden: [10], width: 2}}\n")
     assert problems(path) == [
         f"{path}: model.args.hiden: unknown argument for model 'mlp'; did you mean 'hidden'? "

@@ -169,3 +169,19 @@ def test_gallery_holds_only_misclassified_with_right_labels(runs_dir: Path, monk
     assert torch.equal(seen["labels"], mnist.test_labels[:1000])
     assert torch.equal(seen["images"], mnist.test_images[:1000])
     assert (seen["preds"] == seen["labels"]).float().mean().item() == pytest.approx(summary["test_acc"])
+
+
+def test_auxiliary_heads_are_trained(runs_dir: Path) -> None:
+    """GoogLeNet's auxiliary classifiers return AuxOutput in training; their loss reaches their weights."""
+    from dlx.train import fit, prepare
+
+    model = {"name": "googlenet", "width": 0.125, "depth": 0.5, "args": {"aux_logits": True}}
+    data = {"dataset": "mnist", "val_size": 100, "train_size": 200, "test_size": 100, "batch_size": 50}
+    cfg = config_from_dict(tiny(runs_dir, model=model, data=data, **{"train.epochs": 1}))
+    setup = prepare(cfg)
+    aux = {k: v.clone() for k, v in setup.model.state_dict().items() if k.startswith("aux")}
+    assert aux, "googlenet with aux_logits has aux* parameters"
+    summary = fit(setup, create_run(runs_dir, "tiny", "aux"), quiet=True)
+    assert summary["status"] == "completed"
+    after = setup.model.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in aux.items())

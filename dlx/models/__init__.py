@@ -63,4 +63,4 @@ def scaled(n: int, multiplier: float) -> int:
 
 
 # Importing the modules registers their models.
-from dlx.models import deep_cnn, lenet, mlp  # noqa: E402, F401
+from dlx.models import alexnet, custom, deep_cnn, densenet, dpn, googlenet, lenet, mlp, resnet, vgg  # noqa: E402, F401

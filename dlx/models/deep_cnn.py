@@ -37,6 +37,7 @@ class DeepCNN(nn.Module):
         hidden: int = 50,
         activation_name: str = "relu",
         pool: str = "max",
+        score_dropout: bool = True,
     ) -> None:
         super().__init__()
         convs_per_stage = scaled(2, depth)
@@ -62,7 +63,8 @@ class DeepCNN(nn.Module):
             activation(activation_name),
             nn.Dropout(dropout),
             nn.Linear(h, num_classes),
-            nn.Dropout(dropout),  # the book drops out the scores too
+            # The book drops out the class scores too; score_dropout=false keeps the layer (same indices) but off.
+            nn.Dropout(dropout if score_dropout else 0.0),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

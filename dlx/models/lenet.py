@@ -11,7 +11,11 @@ from dlx.models.layers import activation, pool_layer
 
 @MODELS.register("lenet5")
 class LeNet5(nn.Module):
-    """LeNet-5: conv5x5 6 - pool - conv5x5 16 - pool - FC 120 - FC 84 - FC classes (61,706 params on 28x28)."""
+    """LeNet-5: conv5x5 6 - pool - conv5x5 16 - pool - FC 120 - FC 84 - FC classes (61,706 params on 28x28).
+
+    width scales the channels and hidden units; depth scales the convs per stage (added ones keep the size).
+    pool: max (the modern form), avg (closest to the paper's subsampling) or stochastic.
+    """
 
     def __init__(
         self,

@@ -1,0 +1,215 @@
+"""Pictures of a comparison: width x depth heat maps, overlaid learning curves, accuracy-vs-cost Pareto fronts.
+
+Built on ``matplotlib.figure.Figure`` (no pyplot, no GUI backend) and written atomically, like
+dlx.report. Import lazily: matplotlib takes a while to import.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from dlx.runs import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from dlx.compare import Row, RunRecord
+
+DPI = 110
+MAX_CURVES = 12  # more lines than this are unreadable in one plot
+
+# What a heat map can show: (file suffix, title, value of a run, cell text).
+HEATMAP_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("test_acc", "test accuracy", "test_acc", "{:.2%}"),
+    ("wall_seconds", "wall time (s)", "wall_seconds", "{:,.0f}"),
+    ("parameters", "parameters", "parameters", "{:,.0f}"),
+)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# ---------------------------------------------------------------------------- heat maps
+
+
+def grid_of(runs: list[RunRecord], summary_key: str) -> tuple[list[float], list[float], np.ndarray]:
+    """(widths, depths, matrix[depth, width]) of the mean of ``summary_key``; NaN where no run has a value."""
+    widths = sorted({float(r.summary["model"]["width"]) for r in runs})
+    depths = sorted({float(r.summary["model"]["depth"]) for r in runs})
+    sums = np.zeros((len(depths), len(widths)))
+    counts = np.zeros_like(sums)
+    for r in runs:
+        value = _num(r.summary.get(summary_key))
+        if value is None:
+            continue
+        i, j = depths.index(float(r.summary["model"]["depth"])), widths.index(float(r.summary["model"]["width"]))
+        sums[i, j] += value
+        counts[i, j] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return widths, depths, matrix
+
+
+def _has_width_depth(r: RunRecord) -> bool:
+    model = r.summary.get("model")
+    return isinstance(model, dict) and _num(model.get("width")) is not None and _num(model.get("depth")) is not None
+
+
+def heatmaps(runs: list[RunRecord], out_dir: Path) -> dict[Path, np.ndarray]:
+    """A width x depth heat map per metric (and per model) where the runs span such a grid."""
+    by_model: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if _has_width_depth(r):
+            by_model.setdefault(str(r.summary["model"].get("name")), []).append(r)
+    written: dict[Path, np.ndarray] = {}
+    for model, members in sorted(by_model.items()):
+        widths, depths, _ = grid_of(members, "test_acc")
+        if len(widths) * len(depths) < 2:
+            continue  # one model size is not a grid
+        for suffix, title, key, text in HEATMAP_METRICS:
+            _, _, matrix = grid_of(members, key)
+            if np.isnan(matrix).all():
+                continue
+            name = f"heatmap_{suffix}.png" if len(by_model) == 1 else f"heatmap_{_slug(model)}_{suffix}.png"
+            fig = Figure(figsize=(1.4 + 1.1 * len(widths), 1.2 + 0.8 * len(depths)), layout="constrained")
+            ax = fig.add_subplot()
+            image = ax.imshow(np.ma.masked_invalid(matrix), origin="lower", cmap="viridis", aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.9)
+            ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
+            ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+            ax.set_xlabel("width multiplier")
+            ax.set_ylabel("depth multiplier")
+            ax.set_title(f"{model}: {title}")
+            finite = matrix[np.isfinite(matrix)]
+            middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+            for i in range(len(depths)):
+                for j in range(len(widths)):
+                    if np.isfinite(matrix[i, j]):
+                        color = "black" if matrix[i, j] > middle else "white"  # readable on viridis
+                        ax.text(j, i, text.format(matrix[i, j]), ha="center", va="center", color=color, fontsize=9)
+            written[_save(fig, out_dir / name)] = matrix
+    return written
+
+
+# ---------------------------------------------------------------------------- learning curves
+
+
+def learning_curves(rows: list[Row], path: Path) -> Path | None:
+    """Loss and accuracy per epoch of the chosen runs: training dashed, validation solid, one color per run."""
+    runs = [r for row in rows for r in row.runs if r.history][:MAX_CURVES]
+    if not runs:
+        return None
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for r, color in zip(runs, colors, strict=True):
+        label = str(r.summary.get("run_id", r.path.name))
+        epochs = [row.get("epoch") for row in r.history]
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            train = [(e, _num(row.get(f"train_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
+            val = [(e, _num(row.get(f"val_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
+            train = [(e, v) for e, v in train if v is not None]
+            val = [(e, v) for e, v in val if v is not None]
+            if train:
+                ax.plot(
+                    *zip(*train, strict=True),
+                    linestyle="--",
+                    color=color,
+                    alpha=0.8,
+                    marker="." if len(train) < 3 else None,
+                )
+            if val:
+                ax.plot(
+                    *zip(*val, strict=True),
+                    linestyle="-",
+                    color=color,
+                    label=label,
+                    marker="o" if len(val) < 3 else None,
+                )
+    ax_loss.set_title("loss (train dashed, validation solid)")
+    ax_acc.set_title("accuracy (train dashed, validation solid)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_loss.set_yscale("log")
+    ax_acc.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
+    ax_acc.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- Pareto fronts
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower or equal cost and higher value), by ascending cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path | None:
+    """Accuracy (test, else best validation) against a cost column, the Pareto front marked."""
+    items = []
+    for row in rows:
+        acc_key = "test_acc" if _num(row.values.get("test_acc")) is not None else "val_acc"
+        x, y = _num(row.values.get(cost)), _num(row.values.get(acc_key))
+        if x is not None and y is not None and x > 0:
+            items.append((x, y, row.std.get(acc_key, 0.0), str(row.values.get("run"))))
+    if len(items) < 2:
+        return None
+    points = [(x, y) for x, y, _, _ in items]
+    front = pareto_front(points)
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    xs, ys, errs = zip(*((x, y, e) for x, y, e, _ in items), strict=True)
+    ax.errorbar(xs, ys, yerr=errs, fmt="o", color="0.55", ecolor="0.75", capsize=2, label="configurations")
+    fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="C3", linewidth=1.5)
+    ax.scatter(fx, fy, s=60, color="C3", zorder=3, label="Pareto front")
+    for i in front:
+        ax.annotate(items[i][3], points[i], textcoords="offset points", xytext=(5, -10), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel("test accuracy")
+    ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.1%}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    ax.set_title(f"accuracy against {cost_label}")
+    return _save(fig, path)
+
+
+def draw_all(runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path) -> list[Path]:
+    """Every picture that the runs allow; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = list(heatmaps(runs, out_dir))
+    for picture in (
+        learning_curves(chosen, out_dir / "curves.png"),
+        pareto_plot(rows, "params", "parameters", out_dir / "pareto_parameters.png"),
+        pareto_plot(rows, "wall", "wall seconds", out_dir / "pareto_seconds.png"),
+    ):
+        if picture is not None:
+            written.append(picture)
+    return written

@@ -1,0 +1,95 @@
+"""Over- and underfitting, read from a run's history (one row per epoch, as in metrics.jsonl).
+
+Verdicts, checked in this order:
+
+- ``overfits``: validation loss rose while training loss fell for ``patience`` evaluations in a row,
+  or at the end the training accuracy exceeds the validation accuracy by more than ``gap_threshold``;
+- ``undertrained``: both accuracies are below ``low_acc`` and validation accuracy is still rising
+  (more epochs would help);
+- ``underfits``: both accuracies are below ``low_acc`` and no longer rising (the model, or its
+  optimization, cannot do better: a wider/deeper model or other hyper-parameters);
+- ``ok``: none of the above;
+- ``unknown``: no validation was measured.
+
+Pure Python, no torch: ``dlx compare`` uses it on any run folder, ``fit`` stores it in summary.json.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+VERDICTS = ("overfits", "undertrained", "underfits", "ok", "unknown")
+
+PATIENCE = 3  # evaluations with rising validation loss and falling training loss
+GAP_THRESHOLD = 0.05  # train accuracy minus validation accuracy at the end (5 points)
+LOW_ACC = 0.90  # both accuracies below this count as "low"
+MIN_RISE = 0.002  # a validation-accuracy gain below this (0.2 points) counts as flat
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _evaluated(history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Rows with finite train and validation figures (epochs between evaluations are skipped)."""
+    rows = []
+    for row in history:
+        values = {k: _number(row.get(k)) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        if all(v is not None for v in values.values()):
+            rows.append({**values, "epoch": row.get("epoch", len(rows) + 1)})
+    return rows
+
+
+def overfit_streak(rows: Sequence[dict[str, float]]) -> tuple[int, Any]:
+    """Longest run of consecutive evaluations where validation loss rose while training loss fell.
+
+    Returns (length, epoch where the streak started); (0, None) when there is none.
+    """
+    best, best_start, length, start = 0, None, 0, None
+    for prev, row in itertools.pairwise(rows):
+        if row["val_loss"] > prev["val_loss"] and row["train_loss"] < prev["train_loss"]:
+            if length == 0:
+                start = prev["epoch"]
+            length += 1
+            if length > best:
+                best, best_start = length, start
+        else:
+            length = 0
+    return best, best_start
+
+
+def diagnose(
+    history: Sequence[dict[str, Any]],
+    *,
+    patience: int = PATIENCE,
+    gap_threshold: float = GAP_THRESHOLD,
+    low_acc: float = LOW_ACC,
+    min_rise: float = MIN_RISE,
+) -> dict[str, Any]:
+    """The verdict for one run: ``{"verdict", "reason", "gap", "overfit_epochs"}``; never raises."""
+    rows = _evaluated(history)
+    if not rows:
+        return {"verdict": "unknown", "reason": "no validation measured", "gap": None, "overfit_epochs": 0}
+    last = rows[-1]
+    gap = last["train_acc"] - last["val_acc"]
+    streak, since = overfit_streak(rows)
+    out = {"gap": round(gap, 6), "overfit_epochs": streak}
+    accs = f"train {last['train_acc']:.1%}, validation {last['val_acc']:.1%}"
+    if streak >= patience:
+        reason = f"validation loss rose while training loss fell for {streak} evaluations (from epoch {since})"
+        return {"verdict": "overfits", "reason": reason, **out}
+    if gap > gap_threshold:
+        reason = f"train accuracy exceeds validation by {gap:.1%} at the end (threshold {gap_threshold:.1%})"
+        return {"verdict": "overfits", "reason": reason, **out}
+    if last["train_acc"] < low_acc and last["val_acc"] < low_acc:
+        # One evaluation shows no trend; a run that short is undertrained by construction.
+        rising = len(rows) < 2 or last["val_acc"] - rows[-2]["val_acc"] > min_rise
+        if rising:
+            return {"verdict": "undertrained", "reason": f"accuracies low ({accs}) and still rising", **out}
+        return {"verdict": "underfits", "reason": f"accuracies low ({accs}) and no longer rising", **out}
+    return {"verdict": "ok", "reason": f"no sign of over- or underfitting ({accs})", **out}

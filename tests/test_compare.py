@@ -1,0 +1,151 @@
+"""dlx compare on hand-written run folders (no training): loading, seeds, filters, formats, pictures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dlx.cli import app
+from dlx.compare import compare, load_runs, make_rows, render
+from dlx.compare_plots import heatmaps, pareto_front
+from dlx.errors import DlxError
+from tests.conftest import tiny
+
+runner = CliRunner()
+
+
+def fake_run(root: Path, run_id: str, *, width: float = 1.0, depth: float = 1.0, seed: int = 0,
+             test_acc: float = 0.9, status: str = "completed", name: str = "grid") -> Path:  # fmt: skip
+    """A run folder as fit writes it: config.yaml, summary.json, metrics.jsonl (two epochs)."""
+    path = root / name / run_id
+    path.mkdir(parents=True)
+    cfg = tiny(root, **{"model.width": width, "model.depth": depth})
+    cfg["seed"], cfg["name"] = seed, name
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    history = [
+        {"epoch": 1, "train_loss": 1.0, "train_acc": 0.7, "val_loss": 0.8, "val_acc": 0.75},
+        {"epoch": 2, "train_loss": 0.5, "train_acc": 0.95, "val_loss": 0.4, "val_acc": test_acc},
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    summary = {
+        "status": status, "name": name, "run_id": run_id, "run_dir": str(path), "seed": seed,
+        "model": {"name": "deep_cnn", "width": width, "depth": depth},
+        "parameters": int(10_000 * width * width * depth), "flops_per_image": int(1e6 * width * depth),
+        "epochs": 2, "epochs_completed": 2, "best_epoch": 2, "best_val_acc": test_acc, "test_acc": test_acc,
+        "wall_seconds": 10.0 * width * depth, "images_per_s": 1000.0 / (width * depth),
+    }  # fmt: skip
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    """A 2 x 3 width x depth grid, two seeds for (1, 1), and some junk."""
+    root = tmp_path / "runs"
+    for w in (1.0, 2.0):
+        for d in (0.5, 1.0, 2.0):
+            fake_run(root, f"w{w:g}-d{d:g}-s0", width=w, depth=d, test_acc=0.9 + 0.01 * w + 0.001 * d)
+    fake_run(root, "w1-d1-s1", width=1.0, depth=1.0, seed=1, test_acc=0.93)
+    (root / "grid" / "corrupt").mkdir()
+    (root / "grid" / "corrupt" / "summary.json").write_text('{"status": "compl')
+    (root / "grid" / "corrupt" / "config.yaml").write_text("name: x\n")
+    (root / "grid" / "half").mkdir()
+    (root / "grid" / "half" / "config.yaml").write_text("name: x\n")
+    (root / "grid" / "empty").mkdir()
+    (root / "notes").mkdir()
+    (root / "notes" / "todo.txt").write_text("not a run")
+    return root
+
+
+def test_broken_partial_and_foreign_folders_are_skipped_with_a_reason(grid: Path) -> None:
+    runs, skipped = load_runs([grid])
+    assert len(runs) == 7
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert reasons["corrupt"].startswith("summary.json is not valid JSON")
+    assert reasons["half"].startswith("partial run: no summary.json")
+    assert reasons["empty"].startswith("empty folder")
+    assert reasons["notes"] == "not a dlx run: no summary.json"
+    with pytest.raises(DlxError, match="no such file or folder"):
+        load_runs([grid / "nope"])
+
+
+def test_runs_differing_only_by_seed_become_one_row_with_mean_std_n(grid: Path) -> None:
+    runs, _ = load_runs([grid])
+    rows = {r.values["run"]: r for r in make_rows(runs)}
+    assert len(rows) == 6
+    pair = rows["grid/w1-d1"]
+    accs = [0.9 + 0.01 + 0.001, 0.93]
+    assert pair.n == 2 and pair.values["seed"] == "0,1"
+    assert pair.values["test_acc"] == pytest.approx(statistics.fmean(accs))
+    assert pair.std["test_acc"] == pytest.approx(statistics.stdev(accs))
+    assert "params" not in pair.std  # same model: no spread
+    assert len(make_rows(runs, group=False)) == 7
+
+
+def test_table_figures_equal_the_summaries(grid: Path) -> None:
+    result = runner.invoke(app, ["compare", str(grid), "--format", "json", "--no-group"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 7
+    for row in rows:
+        summary = json.loads((Path(row["paths"][0]) / "summary.json").read_text())
+        assert row["test_acc"] == summary["test_acc"]
+        assert row["val_acc"] == summary["best_val_acc"]
+        assert row["params"] == summary["parameters"]
+        assert row["flops"] == summary["flops_per_image"]
+        assert row["wall"] == summary["wall_seconds"]
+        assert row["gap"] == pytest.approx(0.95 - summary["best_val_acc"])
+        assert row["fit"] in ("ok", "overfits")
+    assert "skipped" in result.output and "corrupt" in result.output  # on stderr, the JSON stays clean
+
+
+def test_where_sort_top_columns_and_formats(grid: Path) -> None:
+    result = compare([grid], where=["model.width=2", "depth>=1"], sort="depth", descending=True)
+    assert [r.values["run"] for r in result.rows] == ["w2-d2-s0", "w2-d1-s0"]
+    best = compare([grid], top=2)
+    assert [round(r.values["test_acc"], 4) for r in best.rows] == [0.922, 0.921]
+    chosen = compare([grid], columns="run,test_acc", where=["status=completed", "seed!=1"])
+    assert chosen.columns == ["run", "test_acc"] and len(chosen.rows) == 6
+    text = render(chosen.rows, chosen.columns, "csv")
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert records[0].keys() == {"run", "test_acc", "n"} and len(records) == 6
+    md = render(best.rows, best.columns, "markdown")
+    assert md.splitlines()[0].startswith("| run | model | width | depth | params") and "92.20%" in md
+    with pytest.raises(DlxError, match="did you mean 'width'"):
+        compare([grid], where=["widht=2"])
+    with pytest.raises(DlxError, match="unknown column; did you mean 'test_acc'"):
+        compare([grid], sort="test_ac")
+
+
+def test_cli_table_and_pictures(grid: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pics"
+    result = runner.invoke(app, ["compare", str(grid / "grid"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "w1-d1" in result.output and "92.05 ± 1.34%" in result.output  # the two seeds of (1, 1)
+    assert "skipped" in result.output and "empty folder" in result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"heatmap_test_acc.png", "heatmap_wall_seconds.png", "heatmap_parameters.png", "curves.png",
+            "pareto_parameters.png", "pareto_seconds.png"} <= names  # fmt: skip
+    bad = runner.invoke(app, ["compare", str(grid), "--format", "xml"])
+    assert bad.exit_code == 1 and "choose one of table, csv, markdown, json" in bad.output
+
+
+def test_heatmap_has_the_grid_shape(grid: Path, tmp_path: Path) -> None:
+    runs, _ = load_runs([grid])
+    maps = heatmaps(runs, tmp_path)
+    matrix = maps[tmp_path / "heatmap_test_acc.png"]
+    assert matrix.shape == (3, 2)  # depths x widths
+    assert matrix[1, 0] == pytest.approx(statistics.fmean([0.911, 0.93]))  # depth 1, width 1: mean of the seeds
+    assert (tmp_path / "heatmap_test_acc.png").stat().st_size > 1000
+
+
+def test_pareto_front() -> None:
+    points = [(10, 0.9), (20, 0.95), (15, 0.85), (30, 0.95), (5, 0.5), (20, 0.97)]
+    assert pareto_front(points) == [4, 0, 5]
