@@ -2,7 +2,7 @@
 
 Protocol: ``{"ready": true}`` on stdout once imports are done; then one JSON task per line on stdin
 (``{"cell", "run_dir", "config", "retry_failed"}``) and one JSON result per line on stdout
-(``dlx.sweep.run_cell``'s dict). EOF on stdin ends the worker.
+(``dlx.sweep_cell.run_cell``'s dict). EOF on stdin ends the worker.
 
 The process sees only what the sweep gave it: ``CUDA_VISIBLE_DEVICES`` (its GPU) and
 ``DLX_SWEEP_THREADS`` / ``OMP_NUM_THREADS`` (its share of the CPU cores). It runs in its own session,
@@ -56,7 +56,7 @@ def main() -> int:
             torch.set_num_threads(threads)
             torch.set_num_interop_threads(max(1, min(threads, 2)))
         import dlx.train  # noqa: F401 - import everything once, before the first task
-        from dlx.sweep import run_cell
+        from dlx.sweep_cell import run_cell
 
         if not _reply(channel, {"ready": True}):
             return 1

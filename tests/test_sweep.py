@@ -21,7 +21,9 @@ from dlx.compare import compare
 from dlx.compare_plots import heatmaps
 from dlx.errors import ConfigError
 from dlx.runs import Run
-from dlx.sweep import Plan, SweepSpec, cell_name, cpu_count, expand, load_sweep, plan_workers, run_cell
+from dlx.sweep import SweepSpec, cell_name, expand, load_sweep
+from dlx.sweep_cell import run_cell
+from dlx.sweep_workers import Plan, cpu_count, plan_workers
 from tests.conftest import REPO, tiny
 
 runner = CliRunner()

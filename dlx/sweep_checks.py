@@ -1,0 +1,116 @@
+"""Checks on a sweep's cells before anything runs, and peeks at a cell folder's state on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlx.config import read_yaml
+from dlx.errors import ConfigError, DlxError
+from dlx.runs import CONFIG_FILE, Run
+from dlx.sweep import Sweep, grouped
+
+
+def inspect_cells(sweep: Sweep) -> None:
+    """Build every cell's model (CPU, no training) for its parameters and FLOPs; ConfigError if any cannot be.
+
+    This is ``train.prepare`` without moving data or loading transfer weights: a width that makes a
+    model impossible, a validation split larger than the data, an unknown device are all reported
+    before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
+    """
+    import torch
+
+    from dlx.data.datasets import load_dataset
+    from dlx.init import initialize
+    from dlx.modelinfo import count_parameters, flops_per_image
+    from dlx.models.custom import build_from_config
+    from dlx.train import resolve_device, split_data
+
+    datasets: dict[tuple[str, str | None], Any] = {}
+    problems: list[tuple[str, str]] = []
+    for cell in sweep.cells:
+        cfg = cell.config
+        try:
+            resolve_device(cfg.train.device)
+            key = (cfg.data.dataset, cfg.data.data_dir)
+            if key not in datasets:
+                datasets[key] = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+            data = datasets[key]
+            split_data(data, cfg)
+            torch.manual_seed(cfg.seed)
+            model = build_from_config(
+                cfg.model,
+                in_channels=data.in_channels,
+                num_classes=data.num_classes,
+                image_size=data.image_size,
+                dropout=cfg.regularization.dropout,
+                batch_norm=cfg.regularization.batch_norm,
+            )
+            try:
+                initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
+            except (TypeError, ValueError) as e:
+                raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
+        except DlxError as e:
+            problems.append((cell.name, str(e)))
+            continue
+        cell.parameters = count_parameters(model)
+        cell.flops_per_image = flops_per_image(model, (data.in_channels, data.image_size, data.image_size))
+    if problems:
+        raise ConfigError(grouped(str(sweep.file), problems))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def check_existing(sweep: Sweep) -> None:
+    """A cell folder made from a different config (the sweep file changed) is an error, never silently reused."""
+    problems = []
+    for cell in sweep.cells:
+        path = cell.run_dir / CONFIG_FILE
+        if not path.is_file():
+            continue
+        try:
+            stored = read_yaml(path)
+        except ConfigError:
+            continue  # unreadable: the worker retrains the cell from scratch
+        stored.pop("output", None)
+        expected = cell.config.to_dict()
+        expected.pop("output", None)
+        a, b = _flatten(stored), _flatten(expected)
+        diffs = [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted({*a, *b})
+                 if a.get(k) != b.get(k)]  # fmt: skip
+        if diffs:
+            more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            problems.append(
+                f"{cell.run_dir}: made from a different config ({'; '.join(diffs[:3])}{more}); "
+                f"give the sweep another name: or remove the folder"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the cell's lock right now (a peek: taken and given back at once)."""
+    if not path.is_dir():
+        return False
+    run = Run(path)
+    if run.try_acquire():
+        run.release()
+        return False
+    return True
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    try:
+        return Run(path).read_summary()
+    except DlxError:
+        return {}

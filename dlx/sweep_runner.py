@@ -1,0 +1,411 @@
+"""Running a sweep: hand cells to worker processes, keep sweep.json current, show progress live or line by line."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections import Counter, deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from dlx.runs import Run, update_sweep_index
+from dlx.sweep import Cell, Sweep, format_value
+from dlx.sweep_checks import check_existing, held_elsewhere, inspect_cells, read_summary
+from dlx.sweep_workers import Plan, WorkerDied, WorkerProcess, plan_workers
+
+BUSY_RETRY_S = 2.0  # how often a cell held by another sweep process is looked at again
+FINAL = ("completed", "failed", "diverged", "interrupted")
+
+
+@dataclass
+class CellState:
+    cell: Cell
+    state: str = "pending"  # pending | running | elsewhere | completed | failed | diverged | interrupted
+    note: str = ""
+    worker: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    from_epoch: int = 0
+    trained_here: bool = False
+    was_elsewhere: bool = False  # another process held it at some point
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Hands out cells; a cell held by another process comes back after a pause until it can be decided."""
+
+    def __init__(self, states: list[CellState]) -> None:
+        self._cond = threading.Condition()
+        self._ready = deque(states)
+        self._later: list[tuple[float, CellState]] = []
+        self.stopping = False
+
+    def next(self) -> CellState | None:
+        with self._cond:
+            while not self.stopping:
+                now = time.monotonic()
+                due = [item for item in self._later if item[0] <= now]
+                self._later = [item for item in self._later if item[0] > now]
+                self._ready.extend(state for _, state in due)
+                if self._ready:
+                    return self._ready.popleft()
+                if not self._later:
+                    return None
+                self._cond.wait(timeout=min(t for t, _ in self._later) - now)
+            return None
+
+    def later(self, state: CellState, delay: float) -> None:
+        with self._cond:
+            self._later.append((time.monotonic() + delay, state))
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopping = True
+            self._cond.notify_all()
+
+
+def default_console() -> Console:
+    console = Console(highlight=False)
+    # A file or a pipe has no width: lines and tables are not squeezed into 80 columns there.
+    return console if console.is_terminal else Console(highlight=False, width=200, soft_wrap=True)
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class SweepRunner:
+    def __init__(self, sweep: Sweep, plan: Plan, *, retry_failed: bool, console: Console) -> None:
+        self.sweep = sweep
+        self.plan = plan
+        self.retry_failed = retry_failed
+        self.console = console
+        self.live = console.is_terminal
+        self.states = [CellState(cell) for cell in sweep.cells]
+        self.lock = threading.Lock()
+        self.scheduler: Scheduler | None = None
+        self.workers: list[WorkerProcess | None] = [None] * plan.workers
+        self.busy = [False] * plan.workers
+        self.started = time.monotonic()
+        self.interrupted = False
+
+    # --- the index
+    def write_index(self) -> dict[str, Any]:
+        sweep = self.sweep
+
+        def build() -> dict[str, Any]:
+            cells = []
+            for cell in sweep.cells:
+                s = read_summary(cell.run_dir)
+                cells.append({
+                    "name": cell.name,
+                    "values": cell.values,
+                    "run_dir": str(cell.run_dir),
+                    "status": s.get("status", "pending"),
+                    # A run's own figures win: they count the model as trained (e.g. a replaced head).
+                    "parameters": s.get("parameters", cell.parameters),
+                    "flops_per_image": s.get("flops_per_image", cell.flops_per_image),
+                    "epochs": cell.config.train.epochs,
+                    "epochs_completed": s.get("epochs_completed", 0),
+                    "best_val_acc": s.get("best_val_acc"),
+                    "test_acc": s.get("test_acc"),
+                    "wall_seconds": s.get("wall_seconds"),
+                    "diagnosis": (s.get("diagnosis") or {}).get("verdict"),
+                    "message": s.get("message", ""),
+                })  # fmt: skip
+            spec = sweep.spec.model_dump(mode="json", exclude_none=True)
+            return {
+                "name": sweep.name,
+                "sweep_file": str(sweep.file),
+                "base": str(sweep.base),
+                **{k: spec[k] for k in ("set", "grid", "variants", "random", "seeds") if k in spec},
+                "runs_dir": str(sweep.runs_dir),
+                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "counts": dict(Counter(c["status"] for c in cells)),
+                "cells": cells,
+            }
+
+        return update_sweep_index(sweep.folder, build)
+
+    # --- what happened to a cell
+    def _finish(self, st: CellState, reply: dict[str, Any]) -> None:
+        outcome, status = reply.get("outcome"), reply.get("status")
+        with self.lock:
+            st.ended = time.monotonic()
+            st.summary = read_summary(st.cell.run_dir)
+            if outcome == "busy":
+                st.state, st.note, st.was_elsewhere = "elsewhere", "running in another process", True
+                return
+            st.state = status if status in FINAL else "failed"
+            message = reply.get("message") or ""
+            if outcome == "skipped":
+                if status == "completed":
+                    st.note = "completed by another process" if st.was_elsewhere else "completed earlier"
+                else:
+                    st.note = f"{status} earlier, not retried (--retry-failed retries it)"
+            else:
+                st.trained_here = True
+                st.from_epoch = int(reply.get("from_epoch") or 0)
+                verb = f"resumed from epoch {st.from_epoch}" if outcome == "resumed" else "trained"
+                if status == "interrupted":
+                    message = "re-run the sweep to resume it"
+                st.note = verb if status == "completed" else f"{verb}; {message}"
+        self.write_index()
+        if not self.live:
+            self._print_line(st)
+
+    def _print_line(self, st: CellState) -> None:
+        with self.lock:
+            done = sum(s.state in FINAL for s in self.states)
+            s = st.summary
+            line = f"[{done}/{len(self.states)}] {st.cell.name}: {st.state}"
+            if st.trained_here and st.started is not None and st.ended is not None:
+                line += f" in {_duration(st.ended - st.started)}"
+            if st.state == "completed":
+                line += f" (val {_pct(s.get('best_val_acc'))}, test {_pct(s.get('test_acc'))})"
+            line += f" - {st.note}" if st.note else ""
+        self.console.print(line, markup=False, highlight=False)
+
+    # --- worker slots
+    def _slot(self, index: int) -> None:
+        assert self.scheduler is not None
+        log = self.sweep.folder / ".logs" / f"worker-{index}.log"
+        while (st := self.scheduler.next()) is not None:
+            if st.state == "elsewhere" and held_elsewhere(st.cell.run_dir):
+                self.scheduler.later(st, BUSY_RETRY_S)  # still in training there: look again later
+                continue
+            if self.workers[index] is None:
+                self.workers[index] = WorkerProcess(self.plan.env(index), log)
+            worker = self.workers[index]
+            assert worker is not None
+            with contextlib.suppress(WorkerDied):  # call() below reports it for this cell
+                worker.wait_ready()
+            if self.scheduler.stopping:
+                break  # Ctrl-C while the worker was starting: the cell stays pending
+            with self.lock:
+                st.state, st.started, st.worker = "running", time.monotonic(), index
+                self.busy[index] = True
+            task = {"cell": st.cell.name, "run_dir": str(st.cell.run_dir), "config": st.cell.config.to_dict(),
+                    "retry_failed": self.retry_failed}  # fmt: skip
+            try:
+                reply = worker.call(task)
+            except WorkerDied as e:
+                self.workers[index] = None
+                worker.close(timeout=5)
+                stopped = self.scheduler.stopping
+                reply = {"outcome": "trained", "status": "interrupted" if stopped else "failed", "message": str(e)}
+            finally:
+                with self.lock:
+                    self.busy[index] = False
+            self._finish(st, reply)
+            if reply.get("outcome") == "busy":
+                self.scheduler.later(st, BUSY_RETRY_S)
+        worker = self.workers[index]
+        if worker is not None:
+            worker.close()
+            self.workers[index] = None
+
+    def stop_workers(self) -> None:
+        for i, worker in enumerate(self.workers):
+            if worker is not None:
+                worker.close(timeout=10)
+                self.workers[i] = None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop handing out cells, interrupt the cells in training (they save an interrupted run)."""
+        self.interrupted = True
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        with self.lock:
+            for i, worker in enumerate(self.workers):
+                if worker is not None and self.busy[i]:
+                    worker.interrupt()
+
+    # --- display
+    def _progress(self, st: CellState) -> tuple[int, float | None]:
+        """Epochs done and the last validation accuracy, from the cell's metrics.jsonl."""
+        try:
+            rows = Run(st.cell.run_dir).read_metrics()
+        except (OSError, ValueError):
+            return 0, None
+        accs = [r.get("val_acc") for r in rows if r.get("val_acc") is not None]
+        return len(rows), (accs[-1] if accs else None)
+
+    def eta(self) -> float | None:
+        """Seconds left: epochs left times the seconds per epoch seen so far, over the workers."""
+        spent, epochs_done, left = 0.0, 0, 0
+        now = time.monotonic()
+        for st in self.states:
+            total = st.cell.config.train.epochs
+            if st.state == "running" and st.started is not None:
+                done, _ = self._progress(st)
+                spent += now - st.started
+                epochs_done += max(0, done - st.from_epoch)
+                left += max(0, total - done)
+            elif st.trained_here and st.started is not None and st.ended is not None:
+                spent += st.ended - st.started
+                epochs_done += max(0, int(st.summary.get("epochs_completed") or total) - st.from_epoch)
+            elif st.state in ("pending", "elsewhere"):
+                left += total
+        if left == 0:
+            return 0.0
+        if epochs_done == 0:
+            return None
+        return spent / epochs_done * left / self.plan.workers
+
+    def render(self) -> RenderableType:
+        table = Table(title=f"sweep {self.sweep.name}", title_justify="left", expand=False)
+        for col, justify in (("cell", "left"), ("state", "left"), ("epochs", "left"), ("val acc", "right"),
+                             ("test acc", "right"), ("time", "right"), ("note", "left")):  # fmt: skip
+            table.add_column(col, justify=justify, no_wrap=col != "note", overflow="fold" if col == "note" else None)
+        now = time.monotonic()
+        with self.lock:
+            states = list(self.states)
+        limit = max(5, self.console.height - 8)
+        if len(states) > limit:  # keep the live cells in view; the rest is summed up below
+            active = [s for s in states if s.state in ("running", "elsewhere")]
+            ended = sorted((s for s in states if s.state in FINAL and s.ended), key=lambda s: s.ended or 0)
+            states = active + ended[-max(0, limit - len(active)) :]
+        style = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
+                 "running": "cyan", "elsewhere": "magenta", "pending": "dim"}  # fmt: skip
+        for st in states:
+            total = st.cell.config.train.epochs
+            done, val = self._progress(st) if st.state in ("running", "elsewhere") else (0, None)
+            if st.state in FINAL:
+                done = int(st.summary.get("epochs_completed") or 0)
+                val = st.summary.get("best_val_acc")
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(ProgressBar(total=total, completed=min(done, total), width=10), f"{done}/{total}")
+            state: RenderableType = Text(st.state, style=style.get(st.state, ""))
+            if st.state == "running":
+                state = Spinner("dots", text=Text("running", style="cyan"))
+            elapsed = (st.ended if st.state in FINAL and st.ended else now) - st.started if st.started else None
+            table.add_row(st.cell.name, state, bar, _pct(val), _pct(st.summary.get("test_acc")),
+                          _duration(elapsed) if st.trained_here or st.state == "running" else "-", st.note)  # fmt: skip
+        counts = Counter(s.state for s in self.states)
+        eta = self.eta()
+        parts = [f"{counts[k]} {k}" for k in ("completed", "running", "elsewhere", "pending", "failed", "diverged",
+                                              "interrupted") if counts[k]]  # fmt: skip
+        footer = Text(
+            f"{len(self.states)} cells: {', '.join(parts)} | elapsed {_duration(now - self.started)} | "
+            f"ETA {_duration(eta) if eta is not None else 'estimating...'} | {self.plan.describe()}"
+        )
+        return Group(table, footer)
+
+    # --- the whole thing
+    def run(self) -> list[CellState]:
+        for st in self.states:
+            s = read_summary(st.cell.run_dir)
+            st.summary = s
+            status = s.get("status")
+            # Final states decided from disk right away; the worker re-checks under the cell's lock anyway.
+            if status == "completed":
+                st.state, st.note = "completed", "completed earlier"
+            elif status in ("failed", "diverged") and not self.retry_failed:
+                st.state, st.note = status, f"{status} earlier, not retried (--retry-failed retries it)"
+        todo = [st for st in self.states if st.state == "pending"]
+        earlier = len(self.states) - len(todo)
+        if not self.live:
+            self.console.print(
+                f"sweep {self.sweep.name}: {len(self.states)} cells in {self.sweep.folder} "
+                f"({earlier} already decided, {len(todo)} to do); {self.plan.describe()}",
+                markup=False,
+                highlight=False,
+            )
+        self.scheduler = Scheduler(todo)
+        threads = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.plan.workers)]
+        for t in threads:
+            t.start()
+        live = Live(self.render(), console=self.console, refresh_per_second=4) if self.live else nullcontext()
+        try:
+            with live:
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(timeout=0.25)
+                    if isinstance(live, Live):
+                        live.update(self.render())
+        except KeyboardInterrupt:
+            self.interrupt()
+            for t in threads:
+                t.join()  # each cell in training saves itself as interrupted
+        finally:
+            self.stop_workers()
+            self.write_index()
+        return self.states
+
+
+@dataclass
+class SweepResult:
+    states: list[CellState]
+    index: Path
+    interrupted: bool
+
+    @property
+    def ok(self) -> bool:
+        return all(st.state == "completed" for st in self.states)
+
+
+def run_sweep(
+    sweep: Sweep, *, workers: int | None = None, retry_failed: bool = False, console: Console | None = None
+) -> SweepResult:
+    """Check every cell, then train the ones not done yet in worker processes; resumable and idempotent."""
+    console = console or default_console()
+    check_existing(sweep)
+    plan = plan_workers(sweep, workers)
+    runner = SweepRunner(sweep, plan, retry_failed=retry_failed, console=console)
+    todo = any(read_summary(c.run_dir).get("status") != "completed" for c in sweep.cells)
+    if todo:  # nothing to train: no model checks (the index takes its figures from the summaries)
+        inspect_cells(sweep)  # before anything is written: a bad cell leaves no trace
+    runner.write_index()
+    states = runner.run()
+    counts = Counter(st.state for st in states)
+    summary = ", ".join(f"{n} {state}" for state, n in counts.most_common())
+    console.print(
+        f"sweep {sweep.name}: {summary}; index {sweep.folder / 'sweep.json'}; compare with: dlx compare {sweep.folder}",
+        markup=False,
+        highlight=False,
+    )
+    if runner.interrupted:
+        raise KeyboardInterrupt
+    return SweepResult(states, sweep.folder / "sweep.json", runner.interrupted)
+
+
+def show_plan(sweep: Sweep, workers: int | None = None, console: Console | None = None) -> None:
+    """--dry-run: every cell with its settings, parameters, FLOPs and current state; nothing is written."""
+    console = console or default_console()
+    inspect_cells(sweep)
+    check_existing(sweep)
+    table = Table(title=f"sweep {sweep.name}: {len(sweep.cells)} runs -> {sweep.folder}", title_justify="left")
+    for col in ("cell", "settings", "parameters", "MFLOPs/image", "state"):
+        table.add_column(col, justify="right" if col in ("parameters", "MFLOPs/image") else "left")
+    for cell in sweep.cells:
+        settings = " ".join(f"{k}={format_value(v)}" for k, v in cell.values.items())
+        state = read_summary(cell.run_dir).get("status", "pending")
+        flops = f"{cell.flops_per_image / 1e6:,.2f}" if cell.flops_per_image is not None else "-"
+        table.add_row(cell.name, settings, f"{cell.parameters:,}", flops, state)
+    console.print(table)
+    plan = plan_workers(sweep, workers)
+    epochs = sum(c.config.train.epochs for c in sweep.cells)
+    console.print(f"base {sweep.base}; {epochs} epochs in all; {plan.describe()}", markup=False, highlight=False)

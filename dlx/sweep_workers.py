@@ -1,0 +1,140 @@
+"""Worker processes of a sweep: how many and where (``plan_workers``), and one ``python -m dlx.sweep_worker`` child."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlx.sweep import Sweep
+
+
+class WorkerDied(Exception):
+    pass
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """CUDA device ids this process can hand out, as CUDA_VISIBLE_DEVICES entries."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        return []
+    listed = [x.strip() for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+    return listed[:n] if listed else [str(i) for i in range(n)]
+
+
+@dataclass
+class Plan:
+    """How cells are spread over processes."""
+
+    workers: int
+    threads: int  # torch CPU threads per worker
+    gpus: list[str]  # one device per worker slot (round robin); empty on CPU
+
+    def describe(self) -> str:
+        each = f"{self.threads} CPU thread{'s' if self.threads != 1 else ''} each"
+        where = f"GPUs {', '.join(self.gpus)}" if self.gpus else "CPU"
+        return f"{self.workers} worker{'s' if self.workers != 1 else ''} on {where}, {each}"
+
+    def env(self, slot: int) -> dict[str, str]:
+        env = dict(os.environ)
+        t = str(self.threads)
+        # OpenMP/MKL read these at start: with W workers each gets cores/W threads, never more (no oversubscription).
+        env.update(OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, DLX_SWEEP_THREADS=t, PYTHONUNBUFFERED="1")
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]  # the worker sees only its GPU
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        return env
+
+
+def plan_workers(sweep: Sweep, workers: int | None) -> Plan:
+    """One worker per GPU when cells may use CUDA; on CPU ``workers`` processes (default 1) sharing the cores."""
+    devices = {c.config.train.device for c in sweep.cells}
+    gpus = visible_gpus() if devices <= {"auto", "cuda"} else []
+    n = workers or sweep.spec.workers or (len(gpus) if gpus else 1)
+    n = max(1, min(n, len(sweep.cells)))
+    return Plan(workers=n, threads=max(1, cpu_count() // n), gpus=gpus)
+
+
+class WorkerProcess:
+    """A ``python -m dlx.sweep_worker`` child: JSON tasks on its stdin, JSON results on its stdout."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dlx.sweep_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the worker has imported torch and dlx (it says so in one line), so cell times are true."""
+        assert self.proc.stdout is not None
+        if not self._ready:
+            if not self.proc.stdout.readline():
+                raise WorkerDied(self._death_note())
+            self._ready = True
+
+    def call(self, task: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.wait_ready()
+        try:
+            self.proc.stdin.write(json.dumps(task) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise WorkerDied(self._death_note())
+        return json.loads(line)
+
+    def _death_note(self) -> str:
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = ""
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            tail = f": {lines[-1][:200]}" if lines else ""
+        except OSError:
+            pass
+        return f"worker process exited with code {code}{tail} (log: {self.log_path})"
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+
+    def close(self, timeout: float = 30) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()  # EOF: an idle worker exits
+            self.proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self._log.close()
