@@ -18,13 +18,9 @@ def inspect_cells(sweep: Sweep) -> None:
     model impossible, a validation split larger than the data, an unknown device are all reported
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
-    import torch
-
     from dlx.data.datasets import load_dataset
-    from dlx.init import initialize
     from dlx.modelinfo import count_parameters, flops_per_image
-    from dlx.models.custom import build_from_config
-    from dlx.train import resolve_device, split_data
+    from dlx.train import build_initialized_model, resolve_device, split_data
 
     datasets: dict[tuple[str, str | None], Any] = {}
     problems: list[tuple[str, str]] = []
@@ -37,19 +33,7 @@ def inspect_cells(sweep: Sweep) -> None:
                 datasets[key] = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
             data = datasets[key]
             split_data(data, cfg)
-            torch.manual_seed(cfg.seed)
-            model = build_from_config(
-                cfg.model,
-                in_channels=data.in_channels,
-                num_classes=data.num_classes,
-                image_size=data.image_size,
-                dropout=cfg.regularization.dropout,
-                batch_norm=cfg.regularization.batch_norm,
-            )
-            try:
-                initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
-            except (TypeError, ValueError) as e:
-                raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
+            model = build_initialized_model(cfg, data)
         except DlxError as e:
             problems.append((cell.name, str(e)))
             continue

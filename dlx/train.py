@@ -104,11 +104,9 @@ def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | N
     return train, val, test
 
 
-def prepare(cfg: ExperimentConfig) -> Setup:
-    device = resolve_device(cfg.train.device)
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
-    train, val, test = split_data(data, cfg)
-    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
+def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module:
+    """The experiment's model for this dataset, with its initializer applied (seeded by cfg.seed alone)."""
+    torch.manual_seed(cfg.seed)
     model = build_from_config(
         cfg.model,
         in_channels=data.in_channels,
@@ -121,6 +119,14 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
     except (TypeError, ValueError) as e:
         raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
+    return model
+
+
+def prepare(cfg: ExperimentConfig) -> Setup:
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    train, val, test = split_data(data, cfg)
+    model = build_initialized_model(cfg, data)
     transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
     shape = (data.in_channels, data.image_size, data.image_size)
     flops = flops_per_image(model, shape)
