@@ -366,19 +366,27 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """``data[a][b] = value`` for keys ``[a, b]``, creating sections; a value in the way is a ValueError."""
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"{k!r} is not a section (it holds {child!r})")
+        node = child
+    node[keys[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     out = copy.deepcopy(data)
     for item in overrides:
         keys, value = parse_override(item)
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError([f"--set {item!r}: {k!r} is not a section (it holds {child!r})"])
-            node = child
-        node[keys[-1]] = value
+        try:
+            set_dotted(out, keys, value)
+        except ValueError as e:
+            raise ConfigError([f"--set {item!r}: {e}"]) from None
     return out
 
 

@@ -42,7 +42,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dlx.config import ExperimentConfig, apply_overrides, config_from_dict, format_errors, read_experiment, read_yaml
+from dlx.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    format_errors,
+    read_experiment,
+    read_yaml,
+    set_dotted,
+)
 from dlx.errors import ConfigError, DlxError
 
 SWEEPS_DIR = Path("experiments")
@@ -271,15 +279,10 @@ def _assign(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if any(not p for p in parts):
         raise ValueError(f"{key!r} is not a dotted config key such as model.width")
-    node = data
-    for p in parts[:-1]:
-        child = node.get(p)
-        if child is None:
-            child = node[p] = {}
-        elif not isinstance(child, dict):
-            raise ValueError(f"{key}: {p!r} is not a section (it holds {child!r})")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
+    try:
+        set_dotted(data, parts, copy.deepcopy(value))
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
 
 
 def resolve_sweep_file(name: str | Path) -> Path:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,15 @@ def tiny(runs_dir: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: small nets gain nothing from two, and on a busy machine two OpenMP threads
+    spin-wait for each other (a one-epoch run measured 62 s with two threads, 1.5 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

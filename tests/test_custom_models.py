@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torch import nn
 
 from dlx.config import config_from_dict, load_config
@@ -28,14 +26,7 @@ LAYERS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these nets are too small to gain from two, and on a busy machine two OpenMP threads
-    spin-wait for each other (a one-epoch run measured 62 s with two threads, 1.5 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quick(runs_dir: Path, model: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,7 @@ from dlx.cli import app
 from dlx.modelinfo import receptive_fields
 from dlx.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these nets are too small to gain from two, and on a busy machine two OpenMP threads
-    spin-wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spatial_fields(model: nn.Module, shape: tuple[int, int, int]) -> list[tuple[str, int, int]]:

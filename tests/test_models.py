@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -50,14 +50,8 @@ EXAMPLE_ARGS: dict[str, dict[str, Any]] = {
 FIXED_DEPTH = {"sequential"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """These tests run thousands of tiny ops (batch 2, narrow layers): one thread is as fast as two, and on
-    two busy cores two OpenMP threads wait on each other at every op, which made this file 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tests run thousands of tiny ops (batch 2, narrow layers): one thread is as fast as two.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(name: str, in_channels: int = 1, image_size: int = 28, **args: Any) -> nn.Module:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,7 @@ from dlx.train import prepare
 from dlx.transfer import apply, load_initial_weights
 from tests.conftest import tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these nets are too small to gain from two, and on a busy machine two OpenMP threads
-    spin-wait for each other (a one-epoch run measured 62 s with two threads, 1.5 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quick(runs_dir: Path, name: str, **model: Any) -> dict[str, Any]:
