@@ -96,14 +96,11 @@ def resolve_target(target: str, overrides: list[str], shape: tuple[int, int, int
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         from dlx.config import load_config
         from dlx.data.datasets import load_dataset
-        from dlx.models.custom import build_from_config
+        from dlx.train import build_initialized_model
 
         cfg = load_config(path, overrides)
         data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
-        model = build_from_config(
-            cfg.model, in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size,
-            dropout=cfg.regularization.dropout, batch_norm=cfg.regularization.batch_norm,
-        )  # fmt: skip
+        model = build_initialized_model(cfg, data)
         data_shape = (data.in_channels, data.image_size, data.image_size)
         what = cfg.model.class_path or cfg.model.name
         return Target(model, data_shape, f"{cfg.name}: {what} on {cfg.data.dataset}")

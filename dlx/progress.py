@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from dlx.train import Setup
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+def pct(x: object) -> str:
+    """A fraction as a percentage with two decimals; '-' for anything that is not a number."""
+    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
 
 
 class Reporter:
@@ -55,7 +56,7 @@ class Reporter:
 
     def step(self, done: int, loss: float, acc: float, images_per_s: float) -> None:
         if self.progress is not None:
-            stats = f"loss {loss:.4f} acc {_pct(acc)} {images_per_s:,.0f} img/s"
+            stats = f"loss {loss:.4f} acc {pct(acc)} {images_per_s:,.0f} img/s"
             self.progress.update(self.task, completed=done, stats=stats)
 
     def epoch_end(self, row: dict[str, Any], improved: bool) -> None:
@@ -64,9 +65,9 @@ class Reporter:
             return
         val = ""
         if row.get("val_loss") is not None:
-            val = f"  val loss {row['val_loss']:.4f} acc {_pct(row['val_acc'])}{' *' if improved else ''}"
+            val = f"  val loss {row['val_loss']:.4f} acc {pct(row['val_acc'])}{' *' if improved else ''}"
         self.console.print(
-            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {_pct(row['train_acc'])}"
+            f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f} acc {pct(row['train_acc'])}"
             f"{val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s"
         )
 
@@ -87,9 +88,9 @@ class Reporter:
         table.add_column("value")
         rows = [
             ("status", summary["status"]),
-            ("test accuracy", _pct(summary.get("test_acc"))),
+            ("test accuracy", pct(summary.get("test_acc"))),
             ("test loss", f"{summary.get('test_loss', float('nan')):.4f}"),
-            ("best val accuracy", f"{_pct(summary.get('best_val_acc'))} (epoch {summary.get('best_epoch', '-')})"),
+            ("best val accuracy", f"{pct(summary.get('best_val_acc'))} (epoch {summary.get('best_epoch', '-')})"),
             ("epochs", f"{summary.get('epochs_completed')}/{summary.get('epochs')}"),
             ("parameters", f"{summary['parameters']:,}"),
             ("train time", f"{summary.get('train_seconds', 0):.1f}s"),

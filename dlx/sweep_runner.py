@@ -20,6 +20,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from dlx.progress import pct
 from dlx.runs import Run, update_sweep_index
 from dlx.sweep import Cell, Sweep, format_value
 from dlx.sweep_checks import check_existing, held_elsewhere, inspect_cells, read_summary
@@ -81,10 +82,6 @@ def default_console() -> Console:
     console = Console(highlight=False)
     # A file or a pipe has no width: lines and tables are not squeezed into 80 columns there.
     return console if console.is_terminal else Console(highlight=False, width=200, soft_wrap=True)
-
-
-def _pct(x: Any) -> str:
-    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
 
 
 def _duration(seconds: float | None) -> str:
@@ -184,7 +181,7 @@ class SweepRunner:
             if st.trained_here and st.started is not None and st.ended is not None:
                 line += f" in {_duration(st.ended - st.started)}"
             if st.state == "completed":
-                line += f" (val {_pct(s.get('best_val_acc'))}, test {_pct(s.get('test_acc'))})"
+                line += f" (val {pct(s.get('best_val_acc'))}, test {pct(s.get('test_acc'))})"
             line += f" - {st.note}" if st.note else ""
         self.console.print(line, markup=False, highlight=False)
 
@@ -302,7 +299,7 @@ class SweepRunner:
             if st.state == "running":
                 state = Spinner("dots", text=Text("running", style="cyan"))
             elapsed = (st.ended if st.state in FINAL and st.ended else now) - st.started if st.started else None
-            table.add_row(st.cell.name, state, bar, _pct(val), _pct(st.summary.get("test_acc")),
+            table.add_row(st.cell.name, state, bar, pct(val), pct(st.summary.get("test_acc")),
                           _duration(elapsed) if st.trained_here or st.state == "running" else "-", st.note)  # fmt: skip
         counts = Counter(s.state for s in self.states)
         eta = self.eta()
