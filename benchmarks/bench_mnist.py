@@ -32,13 +32,13 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dlx.build import resolve_device  # noqa: E402
 from dlx.config import load_config  # noqa: E402
 from dlx.init import initialize  # noqa: E402
 from dlx.modelinfo import flops_per_image  # noqa: E402
 from dlx.models import build_model  # noqa: E402
 from dlx.optim import build_optimizer  # noqa: E402
 from dlx.session import start_run  # noqa: E402
-from dlx.train import resolve_device  # noqa: E402
 
 
 def matmul_peak(device: torch.device, n: int = 2048, reps: int = 10) -> float:

@@ -172,11 +172,9 @@ def compare(
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from dlx.console import wide_console
 
-    console = Console(highlight=False)
-    # A file or a pipe has no width: do not squeeze the tables into 80 columns.
-    return console if console.is_terminal else Console(highlight=False, width=200)
+    return wide_console()
 
 
 @app.command()
@@ -223,10 +221,10 @@ def profile(
     """Time forward and backward per layer type on the configured device; table and bar chart."""
 
     def body() -> None:
+        from dlx.build import prepare
         from dlx.config import load_config
         from dlx.profile import print_profile, write_profile
         from dlx.profile import profile as run_profile
-        from dlx.train import prepare
 
         cfg = load_config(config, set_ or [])
         result = run_profile(prepare(cfg), batches=batches)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import statistics
@@ -23,6 +22,7 @@ from typing import Any
 from dlx.config import parse_override, read_yaml
 from dlx.diagnose import diagnose
 from dlx.errors import ConfigError, DlxError
+from dlx.numbers import finite
 from dlx.registry import closest
 from dlx.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE
 
@@ -194,10 +194,7 @@ class Row:
         return len(self.runs)
 
 
-def _number(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
+_number = finite
 
 
 def configuration_key(r: RunRecord) -> str:

@@ -6,16 +6,16 @@ dlx.report. Import lazily: matplotlib takes a while to import.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from dlx.runs import write_bytes_atomic
+from dlx.numbers import finite
+from dlx.runs import write_png_atomic
 
 if TYPE_CHECKING:
     from dlx.compare import Row, RunRecord
@@ -32,16 +32,10 @@ HEATMAP_METRICS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    write_bytes_atomic(path, buf.getvalue())
-    return path
+    return write_png_atomic(fig, path, DPI)
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
+_num = finite
 
 
 def _slug(text: str) -> str:

@@ -17,11 +17,10 @@ Pure Python, no torch: ``dlx compare`` uses it on any run folder, ``fit`` stores
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any
 
-VERDICTS = ("overfits", "undertrained", "underfits", "ok", "unknown")
+from dlx.numbers import finite
 
 PATIENCE = 3  # evaluations with rising validation loss and falling training loss
 GAP_THRESHOLD = 0.05  # train accuracy minus validation accuracy at the end (5 points)
@@ -29,17 +28,11 @@ LOW_ACC = 0.90  # both accuracies below this count as "low"
 MIN_RISE = 0.002  # a validation-accuracy gain below this (0.2 points) counts as flat
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _evaluated(history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     """Rows with finite train and validation figures (epochs between evaluations are skipped)."""
     rows = []
     for row in history:
-        values = {k: _number(row.get(k)) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        values = {k: finite(row.get(k)) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
         if all(v is not None for v in values.values()):
             rows.append({**values, "epoch": row.get("epoch", len(rows) + 1)})
     return rows

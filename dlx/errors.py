@@ -20,3 +20,9 @@ class ConfigError(DlxError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name: what a one-line error quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -7,8 +7,6 @@ weight 1, bias 0. ``default`` keeps PyTorch's own initialization.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -88,8 +86,3 @@ def initialize(model: nn.Module, name: str, bias: float = 0.0, args: dict | None
                 nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return count
-
-
-def he_std(fan_in: int) -> float:
-    """sqrt(2 / fan_in): the std of he_normal, for tests and docs."""
-    return math.sqrt(2.0 / fan_in)

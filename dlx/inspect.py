@@ -94,9 +94,9 @@ def resolve_target(target: str, overrides: list[str], shape: tuple[int, int, int
     """An experiment file (its dataset gives the input) or a registered model name (built for ``shape``)."""
     path = Path(target)
     if path.is_file() or path.suffix in (".yaml", ".yml"):
+        from dlx.build import build_initialized_model
         from dlx.config import load_config
         from dlx.data.datasets import load_dataset
-        from dlx.train import build_initialized_model
 
         cfg = load_config(path, overrides)
         data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)

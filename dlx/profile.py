@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlx.data.loader import Batches
+from dlx.build import AMP_DTYPES, Setup, make_batches
 from dlx.errors import DlxError
-from dlx.models.layers import AuxOutput
+from dlx.models.layers import aux_loss, main_logits
 from dlx.runs import write_bytes_atomic, write_json_atomic
-from dlx.train import AMP_DTYPES, Setup
 
 OTHER = "(other)"
 
@@ -52,11 +51,7 @@ class ProfileResult:
 
 
 def _loss(out: Any, y: torch.Tensor) -> torch.Tensor:
-    if isinstance(out, AuxOutput):  # auxiliary classifiers in training mode (googlenet)
-        return F.cross_entropy(out.logits.float(), y) + out.aux_weight * sum(
-            F.cross_entropy(a.float(), y) for a in out.aux
-        )
-    return F.cross_entropy(out.float(), y)
+    return F.cross_entropy(main_logits(out).float(), y) + aux_loss(out, y)  # aux: googlenet's auxiliary heads
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:
@@ -73,9 +68,7 @@ def profile(setup: Setup, batches: int = 5, warmup: int = 1) -> ProfileResult:
         raise DlxError(f"--batches: got {batches}; at least 1")
     cfg, model, device = setup.config, setup.model, setup.device
     amp = AMP_DTYPES[cfg.train.precision]
-    norm = (setup.data.mean, setup.data.std) if cfg.data.normalize else (None, None)
-    loader = Batches(setup.train, batch_size=cfg.data.batch_size, shuffle=True, mean=norm[0], std=norm[1],
-                     channels_last=cfg.train.channels_last)  # fmt: skip
+    loader = make_batches(setup, setup.train, batch_size=cfg.data.batch_size)
     if len(loader) < warmup + batches:
         raise DlxError(f"--batches: the training split has only {len(loader)} batches of {cfg.data.batch_size}")
 

@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from dlx.build import Setup
     from dlx.config import ExperimentConfig
     from dlx.runs import Run
-    from dlx.train import Setup
 
 
 def pct(x: object) -> str:

@@ -8,7 +8,6 @@ Import this module lazily (only when pictures are drawn): importing matplotlib t
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from dlx.runs import write_bytes_atomic
+from dlx.runs import write_png_atomic
 
 DPI = 100
 TRUE_COLOR = "#1a7f37"  # green: what the image is
@@ -25,9 +24,7 @@ PRED_COLOR = "#cf222e"  # red: what the model said
 
 
 def _save(fig: Figure, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    write_bytes_atomic(path, buf.getvalue())
+    write_png_atomic(fig, path, DPI)
 
 
 def _message_figure(text: str, path: Path) -> None:

@@ -50,6 +50,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_png_atomic(figure: Any, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Render a matplotlib ``Figure`` into memory and write the PNG atomically: never half a picture on disk."""
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=dpi)
+    write_bytes_atomic(path, buf.getvalue())
+    return Path(path)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlx.config import ExperimentConfig, config_from_dict
+from dlx.config import ExperimentConfig, load_run_config
 from dlx.errors import DlxError
 from dlx.runs import Run, create_run, open_run
 
@@ -19,7 +19,8 @@ def start_run(
     run: Run | None = None,
 ) -> dict[str, Any]:
     """Build everything first (errors leave nothing behind), then create the run folder and train."""
-    from dlx.train import fit, prepare
+    from dlx.build import prepare
+    from dlx.train import fit
 
     setup = prepare(cfg)
     if run is None:
@@ -31,27 +32,16 @@ def start_run(
         run.release()
 
 
-def load_run_config(run: Run) -> ExperimentConfig:
-    import yaml
-
-    try:
-        data = yaml.safe_load(run.config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise DlxError(f"{run.config_path}: unreadable ({e})") from None
-    if not isinstance(data, dict):
-        raise DlxError(f"{run.config_path}: not a dlx config")
-    return config_from_dict(data, str(run.config_path))
-
-
 def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     """Continue a run from checkpoints/last.pt; a completed run is reported, not retrained."""
-    from dlx.train import fit, prepare
+    from dlx.build import prepare
+    from dlx.train import fit
 
     run = open_run(path)
     summary = run.read_summary()
     if summary.get("status") == "completed":
         raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to resume")
-    cfg = load_run_config(run)
+    cfg = load_run_config(run.config_path)
     setup = prepare(cfg)
     run.acquire()
     try:
@@ -65,25 +55,20 @@ def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
 
 def dry_run(cfg: ExperimentConfig) -> None:
     """Print the resolved config and a model summary (layers, output shapes, parameters); write nothing."""
-    from rich.console import Console
     from rich.syntax import Syntax
-    from rich.table import Table
 
-    from dlx.modelinfo import layer_table
-    from dlx.train import prepare
+    from dlx.build import prepare
+    from dlx.console import wide_console
+    from dlx.inspect import Target, print_inspect
 
     setup = prepare(cfg)
-    console = Console()
+    console = wide_console()
     console.print(Syntax(cfg.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))
     shape = (setup.data.in_channels, setup.data.image_size, setup.data.image_size)
-    table = Table(title=f"{cfg.model.name} on {'x'.join(map(str, shape))} input")
-    for col in ("layer", "type", "output shape", "parameters"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
-    for row in layer_table(setup.model, shape):
-        table.add_row(row.name, row.kind, "x".join(map(str, row.output_shape)), f"{row.parameters:,}")
-    console.print(table)
+    print_inspect(
+        Target(setup.model, shape, f"{cfg.model.class_path or cfg.model.name} on {cfg.data.dataset}"), console
+    )
     console.print(
-        f"parameters: {setup.parameters:,}   FLOPs/image: {setup.flops_per_image:,}   "
         f"train/val/test: {len(setup.train):,}/{len(setup.val) if setup.val else 0:,}/{len(setup.test):,}   "
         f"device: {setup.device}"
     )

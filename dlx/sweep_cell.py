@@ -42,7 +42,8 @@ def run_cell(run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool 
         if status in ("failed", "diverged") and not retry_failed:
             return {"outcome": "skipped", "status": status, "message": previous.get("message", "")}
         cfg = config_from_dict(config, str(run.path / CONFIG_FILE))
-        from dlx.train import fit, prepare
+        from dlx.build import prepare
+        from dlx.train import fit
 
         try:
             setup = prepare(cfg)

@@ -14,13 +14,13 @@ from dlx.sweep import Sweep, grouped
 def inspect_cells(sweep: Sweep) -> None:
     """Build every cell's model (CPU, no training) for its parameters and FLOPs; ConfigError if any cannot be.
 
-    This is ``train.prepare`` without moving data or loading transfer weights: a width that makes a
+    This is ``build.prepare`` without moving data or loading transfer weights: a width that makes a
     model impossible, a validation split larger than the data, an unknown device are all reported
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
+    from dlx.build import build_initialized_model, resolve_device, split_data
     from dlx.data.datasets import load_dataset
     from dlx.modelinfo import count_parameters, flops_per_image
-    from dlx.train import build_initialized_model, resolve_device, split_data
 
     datasets: dict[tuple[str, str | None], Any] = {}
     problems: list[tuple[str, str]] = []

@@ -1,8 +1,4 @@
-"""Training: ``prepare`` checks and builds everything, ``fit`` is the loop. Read it top to bottom.
-
-``prepare`` raises DlxError for anything the user can fix (device, dataset, model) *before* a
-run directory exists, so a bad experiment never leaves a half-written run behind.
-"""
+"""Training: ``fit`` is the loop over what ``dlx.build.prepare`` made. Read it top to bottom."""
 
 from __future__ import annotations
 
@@ -19,122 +15,19 @@ from torch import nn
 
 from dlx import checkpoint as ckpt
 from dlx import provenance
-from dlx.config import ExperimentConfig
-from dlx.data.augment import Augment
-from dlx.data.datasets import ImageData, load_dataset
-from dlx.data.loader import Batches, Split
+from dlx.build import AMP_DTYPES, Setup, make_batches
+from dlx.data.loader import Batches
 from dlx.diagnose import diagnose
 from dlx.errors import DlxError
-from dlx.init import initialize
-from dlx.modelinfo import count_parameters, flops_per_image
-from dlx.models.custom import build_from_config
-from dlx.models.layers import AuxOutput
+from dlx.models.layers import aux_loss, main_logits
 from dlx.optim import build_optimizer
 from dlx.progress import Reporter
 from dlx.runs import Run
 from dlx.schedule import build_schedule
-from dlx.transfer import Transfer
-from dlx.transfer import apply as apply_transfer
 
 
 class Diverged(DlxError):
     """The loss became NaN or infinite; the run is stopped and marked ``diverged``."""
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device is a DlxError naming the key."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DlxError(f"train.device: {spec!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise DlxError(
-                f"train.device: {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-        return torch.device("cuda", index)
-    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DlxError("train.device: 'mps' requested but MPS is not available here; use 'cpu' or 'auto'")
-    return torch.device(spec)
-
-
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Setup:
-    """Everything ``fit`` needs, checked and built."""
-
-    config: ExperimentConfig
-    device: torch.device
-    data: ImageData
-    train: Split
-    val: Split | None
-    test: Split
-    model: nn.Module
-    parameters: int
-    flops_per_image: int
-    transfer: Transfer = field(default_factory=Transfer)  # initial weights, frozen parameters, head (dlx.transfer)
-
-
-def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
-    """Hold ``val_size`` training images out for validation (seeded by data.split_seed)."""
-    n = data.train_labels.shape[0]
-    d = cfg.data
-    if d.val_size >= n:
-        raise DlxError(f"data.val_size: got {d.val_size}; the {data.name} training set has only {n} images")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(d.split_seed))
-    val_idx, train_idx = order[: d.val_size], order[d.val_size :]
-    if d.train_size is not None:
-        train_idx = train_idx[: d.train_size]
-    # Sorted indices keep memory access sequential; the epoch permutation does the shuffling.
-    train_idx = train_idx.sort().values
-    train = Split(data.train_images[train_idx].contiguous(), data.train_labels[train_idx].contiguous())
-    val = None
-    if d.val_size > 0:
-        val_idx = val_idx.sort().values
-        val = Split(data.train_images[val_idx].contiguous(), data.train_labels[val_idx].contiguous())
-    m = d.test_size or data.test_labels.shape[0]
-    test = Split(data.test_images[:m].contiguous(), data.test_labels[:m].contiguous())
-    return train, val, test
-
-
-def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module:
-    """The experiment's model for this dataset, with its initializer applied (seeded by cfg.seed alone)."""
-    torch.manual_seed(cfg.seed)
-    model = build_from_config(
-        cfg.model,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        dropout=cfg.regularization.dropout,
-        batch_norm=cfg.regularization.batch_norm,
-    )
-    try:
-        initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
-    except (TypeError, ValueError) as e:
-        raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
-    return model
-
-
-def prepare(cfg: ExperimentConfig) -> Setup:
-    device = resolve_device(cfg.train.device)
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
-    train, val, test = split_data(data, cfg)
-    model = build_initialized_model(cfg, data)
-    transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
-    shape = (data.in_channels, data.image_size, data.image_size)
-    flops = flops_per_image(model, shape)
-    model.to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return Setup(cfg, device, data, train.to(device), val.to(device) if val else None, test.to(device), model,
-                 count_parameters(model), flops, transfer)  # fmt: skip
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -212,20 +105,9 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     amp = AMP_DTYPES[cfg.train.precision]
     reporter = Reporter(quiet=quiet)
 
-    augment = Augment(
-        rotate=cfg.augment.rotate,
-        translate=cfg.augment.translate,
-        scale=tuple(cfg.augment.scale),
-        crop_padding=cfg.augment.crop_padding,
-        hflip=cfg.augment.hflip,
-        brightness=cfg.augment.brightness,
-        contrast=cfg.augment.contrast,
-    )
-    norm = (setup.data.mean, setup.data.std) if cfg.data.normalize else (None, None)
-    common = dict(mean=norm[0], std=norm[1], channels_last=cfg.train.channels_last)
-    train_batches = Batches(setup.train, batch_size=cfg.data.batch_size, shuffle=True, augment=augment, **common)
-    val_batches = Batches(setup.val, batch_size=cfg.data.eval_batch_size, **common) if setup.val else None
-    test_batches = Batches(setup.test, batch_size=cfg.data.eval_batch_size, **common)
+    train_batches = make_batches(setup, setup.train, train=True)
+    val_batches = make_batches(setup, setup.val) if setup.val else None
+    test_batches = make_batches(setup, setup.test)
 
     params = setup.transfer.parameters(model, cfg.optimizer.head_lr)  # frozen ones left out; the head's own group
     optimizer = build_optimizer(
@@ -329,11 +211,9 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     out = step_model(x)
                     # Auxiliary heads (GoogLeNet) add their weighted loss; loss and accuracy report the main head.
-                    logits = out.logits if isinstance(out, AuxOutput) else out
+                    logits = main_logits(out)
                     loss = F.cross_entropy(logits.float(), y)
-                objective = loss + penalty(model, cfg.regularization.l1, cfg.regularization.l2)
-                if isinstance(out, AuxOutput):
-                    objective = objective + out.aux_weight * sum(F.cross_entropy(a.float(), y) for a in out.aux)
+                objective = loss + penalty(model, cfg.regularization.l1, cfg.regularization.l2) + aux_loss(out, y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(objective).backward()
                 if cfg.train.grad_clip is not None:

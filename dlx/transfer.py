@@ -22,9 +22,6 @@ stay those of the source, as its scale and shift do.
 from __future__ import annotations
 
 import os
-import re
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -34,83 +31,15 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from dlx.errors import DlxError
+from dlx.download import socket_timeout
+from dlx.errors import DlxError, first_line
+from dlx.models.pretrained import rename_torchvision_keys, resolve_weights, torchvision_arch
 from dlx.runs import CONFIG_FILE, Run
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from dlx.config import ExperimentConfig
 
-# Registered model -> torchvision builder with pretrained weights; the dlx families keep torchvision's module
-# names (see each family's docstring), so torchvision's state dicts load by name. VGG with batch norm is
-# torchvision's ``vggNN_bn``.
-TORCHVISION = {
-    "alexnet": "alexnet",
-    "googlenet": "googlenet",
-    "densenet121": "densenet121",
-    "resnet18": "resnet18",
-    "resnet34": "resnet34",
-    "resnet50": "resnet50",
-    "vgg11": "vgg11",
-    "vgg13": "vgg13",
-    "vgg16": "vgg16",
-    "vgg19": "vgg19",
-}
-_BN_VARIANTS = {"vgg11", "vgg13", "vgg16", "vgg19"}
-# torchvision's DenseNet checkpoints predate its module names ("norm.1" for "norm1"); torchvision renames the
-# keys when it loads them, and so does dlx (the pattern is torchvision's, models/densenet.py).
-_DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
 DOWNLOAD_TIMEOUT_S = 30.0
-
-
-# ---------------------------------------------------------------------------- config checks
-
-
-def torchvision_arch(model_name: str, batch_norm: bool | None) -> str | None:
-    arch = TORCHVISION.get(model_name)
-    if arch in _BN_VARIANTS and batch_norm:
-        arch += "_bn"
-    return arch
-
-
-def resolve_weights(arch: str, spec: str) -> Any:
-    """``DEFAULT``, ``IMAGENET1K_V1`` or ``ResNet18_Weights.IMAGENET1K_V1`` -> torchvision's weights enum member."""
-    from torchvision.models import get_model_weights
-
-    enum = get_model_weights(arch)
-    cls_name, _, member = spec.rpartition(".")
-    choices = ["DEFAULT", *(f"{enum.__name__}.{w.name}" for w in enum)]
-    if (cls_name and cls_name != enum.__name__) or member not in enum.__members__:
-        raise ValueError(f"got {spec!r}; {arch} has: {', '.join(choices)}")
-    return enum[member]
-
-
-def config_problems(cfg: ExperimentConfig) -> list[str]:
-    """Cross-section checks of the transfer keys, as ``section.key: message`` lines."""
-    m, problems = cfg.model, []
-    if m.weights is not None:
-        arch = torchvision_arch(m.name, cfg.regularization.batch_norm)
-        if m.init_from is not None:
-            problems.append("model.weights: choose weights or init_from, not both")
-        elif arch is None:
-            problems.append(
-                f"model.weights: torchvision has pretrained weights for {', '.join(sorted(TORCHVISION))}; "
-                f"not for {m.name!r}"
-            )
-        else:
-            try:
-                resolve_weights(arch, m.weights)
-            except ValueError as e:
-                problems.append(f"model.weights: {e}")
-    if cfg.optimizer.head_lr is not None and not m.head:
-        problems.append("optimizer.head_lr: name the head's parameters in model.head, e.g. ['classifier.*']")
-    if m.head and cfg.optimizer.head_lr is None:
-        problems.append("model.head: set optimizer.head_lr, the head's learning rate")
-    return problems
-
 
 # ---------------------------------------------------------------------------- loading weights
 
@@ -180,8 +109,7 @@ def read_state_dict(path: Path, what: str = "model.init_from") -> dict[str, torc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs on load
     except Exception as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DlxError(f"{what}: {path} cannot be read: {detail}") from None
+        raise DlxError(f"{what}: {path} cannot be read: {first_line(e)}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -208,37 +136,21 @@ def load_matching(model: nn.Module, source: dict[str, torch.Tensor], path: str) 
     return report
 
 
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # urllib waits forever by default; an unreachable host must fail in seconds, not hang the run.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def pretrained_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor], Path]:
     """torchvision's weights from the torch hub cache, downloaded there first when online."""
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     file = folder / os.path.basename(urlparse(weights.url).path)
     if not file.is_file():
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout(DOWNLOAD_TIMEOUT_S):
                 torch.hub.download_url_to_file(weights.url, str(file), progress=True)
         except Exception as e:
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DlxError(
-                f"model.weights: {file.name} is not in {folder} and cannot be downloaded ({detail}); "
+                f"model.weights: {file.name} is not in {folder} and cannot be downloaded ({first_line(e)}); "
                 f"put {weights.url} at {file}"
             ) from None
     state = read_state_dict(file, "model.weights")
-    renamed = {}
-    for key, value in state.items():
-        old = _DENSENET_OLD_KEY.match(key)
-        renamed[old.group(1) + old.group(2) if old else key] = value
-    return renamed, file
+    return rename_torchvision_keys(state), file
 
 
 def load_initial_weights(model: nn.Module, cfg: ExperimentConfig) -> LoadReport | None:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from torch import nn
 
+from dlx.build import build_model_from_config as build_from_config
 from dlx.config import config_from_dict, load_config
 from dlx.errors import ConfigError, DlxError
 from dlx.modelinfo import count_parameters
-from dlx.models.custom import build_from_config
 from dlx.session import start_run
 from tests.conftest import tiny
 

@@ -173,7 +173,8 @@ def test_gallery_holds_only_misclassified_with_right_labels(runs_dir: Path, monk
 
 def test_auxiliary_heads_are_trained(runs_dir: Path) -> None:
     """GoogLeNet's auxiliary classifiers return AuxOutput in training; their loss reaches their weights."""
-    from dlx.train import fit, prepare
+    from dlx.build import prepare
+    from dlx.train import fit
 
     model = {"name": "googlenet", "width": 0.125, "depth": 0.5, "args": {"aux_logits": True}}
     data = {"dataset": "mnist", "val_size": 100, "train_size": 200, "test_size": 100, "batch_size": 50}

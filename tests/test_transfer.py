@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from dlx.build import build_model_from_config as build_from_config
+from dlx.build import prepare
 from dlx.cli import app
 from dlx.config import config_from_dict
 from dlx.errors import ConfigError, DlxError
-from dlx.models.custom import build_from_config
 from dlx.session import start_run
-from dlx.train import prepare
 from dlx.transfer import apply, load_initial_weights
 from tests.conftest import tiny
 

@@ -13,11 +13,9 @@ import importlib.util
 import os
 import pickle
 import re
-import socket
 import struct
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -28,6 +26,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from dlx.download import socket_timeout
 from dlx.errors import DlxError
 from dlx.registry import Registry
 
@@ -210,18 +209,6 @@ def _unavailable(name: str, root: Path, reason: str) -> DlxError:
     )
 
 
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """torchvision's urllib calls have no timeout; without one a dead network can hang for minutes."""
-    previous = socket.getdefaulttimeout()
-    if previous is None:
-        socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def _open(name: str, root: Path, download: bool, make: Callable[[bool], T]) -> T:
     """``make(download)`` builds the torchvision objects; local files first, then one download attempt."""
     try:
@@ -237,7 +224,7 @@ def _open(name: str, root: Path, download: bool, make: Callable[[bool], T]) -> T
     if not download:
         raise _unavailable(name, root, "download disabled") from None
     try:
-        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
             return make(True)
     except (RuntimeError, OSError) as e:  # URLError and socket timeouts are OSErrors
         raise _unavailable(name, root, f"download failed: {_short(e)}") from None

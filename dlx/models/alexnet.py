@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import activation, is_small, pool_layer
 
 # (out channels, kernel, stride, padding) of each conv, grouped by the pooling layer that ends the group.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import activation, conv_block, pool_layer
 
 

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import activation, is_small, pool_layer, replace_activations
 
 

@@ -21,7 +21,7 @@ import string
 import torch
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import AuxOutput, activation, is_small, pool_layer
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per module: the paper's table 1, stage by stage.

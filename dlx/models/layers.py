@@ -150,3 +150,15 @@ class AuxOutput(NamedTuple):
     logits: torch.Tensor
     aux: tuple[torch.Tensor, ...]
     aux_weight: float
+
+
+def main_logits(out: torch.Tensor | AuxOutput) -> torch.Tensor:
+    """The class scores a model returned (the main head's, for a model with auxiliary heads)."""
+    return out.logits if isinstance(out, AuxOutput) else out
+
+
+def aux_loss(out: torch.Tensor | AuxOutput, y: torch.Tensor) -> torch.Tensor | float:
+    """The auxiliary heads' weighted loss (0 for a model without them), added to the training objective."""
+    if not isinstance(out, AuxOutput):
+        return 0.0
+    return out.aux_weight * sum(F.cross_entropy(a.float(), y) for a in out.aux)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import activation, is_small, pool_layer, zero_init_
 
 

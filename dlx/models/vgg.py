@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlx.models import MODELS, scaled
+from dlx.models._registry import MODELS, scaled
 from dlx.models.layers import activation, is_small, pool_layer
 
 STAGE_CHANNELS = (64, 128, 256, 512, 512)

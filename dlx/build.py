@@ -1,0 +1,156 @@
+"""The one place where a validated config becomes objects: device, data splits, model, and what training needs.
+
+``prepare`` raises DlxError for anything the user can fix (device, dataset, model, initial weights) *before* a
+run directory exists, so a bad experiment never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dlx.config import ExperimentConfig, ModelConfig
+from dlx.data.augment import Augment
+from dlx.data.datasets import ImageData, load_dataset
+from dlx.data.loader import Batches, Split
+from dlx.errors import DlxError
+from dlx.init import initialize
+from dlx.modelinfo import count_parameters, flops_per_image
+from dlx.models import build_model
+from dlx.models.class_path import build_class_path_model
+from dlx.transfer import Transfer
+from dlx.transfer import apply as apply_transfer
+
+
+def build_model_from_config(
+    model: ModelConfig,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    dropout: float | None = None,
+    batch_norm: bool | None = None,
+) -> nn.Module:
+    """Build the model a validated ``model:`` section describes: registered, sequential or class_path."""
+    if model.class_path is None:
+        args = dict(model.args)
+        if model.layers is not None:
+            args["layers"] = model.layers
+        return build_model(model.name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                           width=model.width, depth=model.depth, dropout=dropout, batch_norm=batch_norm,
+                           args=args)  # fmt: skip
+    return build_class_path_model(model.class_path, model.init_args, in_channels=in_channels,
+                                  num_classes=num_classes, image_size=image_size, width=model.width,
+                                  depth=model.depth, dropout=dropout, batch_norm=batch_norm)  # fmt: skip
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device is a DlxError naming the key."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DlxError(f"train.device: {spec!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise DlxError(
+                f"train.device: {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return torch.device("cuda", index)
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DlxError("train.device: 'mps' requested but MPS is not available here; use 'cpu' or 'auto'")
+    return torch.device(spec)
+
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Setup:
+    """Everything ``fit`` needs, checked and built."""
+
+    config: ExperimentConfig
+    device: torch.device
+    data: ImageData
+    train: Split
+    val: Split | None
+    test: Split
+    model: nn.Module
+    parameters: int
+    flops_per_image: int
+    transfer: Transfer = field(default_factory=Transfer)  # initial weights, frozen parameters, head (dlx.transfer)
+
+
+def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
+    """Hold ``val_size`` training images out for validation (seeded by data.split_seed)."""
+    n = data.train_labels.shape[0]
+    d = cfg.data
+    if d.val_size >= n:
+        raise DlxError(f"data.val_size: got {d.val_size}; the {data.name} training set has only {n} images")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(d.split_seed))
+    val_idx, train_idx = order[: d.val_size], order[d.val_size :]
+    if d.train_size is not None:
+        train_idx = train_idx[: d.train_size]
+    # Sorted indices keep memory access sequential; the epoch permutation does the shuffling.
+    train_idx = train_idx.sort().values
+    train = Split(data.train_images[train_idx].contiguous(), data.train_labels[train_idx].contiguous())
+    val = None
+    if d.val_size > 0:
+        val_idx = val_idx.sort().values
+        val = Split(data.train_images[val_idx].contiguous(), data.train_labels[val_idx].contiguous())
+    m = d.test_size or data.test_labels.shape[0]
+    test = Split(data.test_images[:m].contiguous(), data.test_labels[:m].contiguous())
+    return train, val, test
+
+
+def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module:
+    """The experiment's model for this dataset, with its initializer applied (seeded by cfg.seed alone)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model_from_config(
+        cfg.model,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+        dropout=cfg.regularization.dropout,
+        batch_norm=cfg.regularization.batch_norm,
+    )
+    try:
+        initialize(model, cfg.init.name, bias=cfg.init.bias, args=cfg.init.args)
+    except (TypeError, ValueError) as e:
+        raise DlxError(f"init: initializer {cfg.init.name!r} failed: {e}") from None
+    return model
+
+
+def prepare(cfg: ExperimentConfig) -> Setup:
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    train, val, test = split_data(data, cfg)
+    model = build_initialized_model(cfg, data)
+    transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
+    shape = (data.in_channels, data.image_size, data.image_size)
+    flops = flops_per_image(model, shape)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return Setup(cfg, device, data, train.to(device), val.to(device) if val else None, test.to(device), model,
+                 count_parameters(model), flops, transfer)  # fmt: skip
+
+
+def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:
+    """Batches of a split as the config says: normalization, channels_last, and for training shuffle + augmentation."""
+    cfg = setup.config
+    mean, std = (setup.data.mean, setup.data.std) if cfg.data.normalize else (None, None)
+    size = batch_size or (cfg.data.batch_size if train else cfg.data.eval_batch_size)
+    augment = None
+    if train:
+        a = cfg.augment
+        augment = Augment(rotate=a.rotate, translate=a.translate, scale=tuple(a.scale), crop_padding=a.crop_padding,
+                          hflip=a.hflip, brightness=a.brightness, contrast=a.contrast)  # fmt: skip
+    return Batches(split, batch_size=size, mean=mean, std=std, shuffle=train, augment=augment,
+                   channels_last=cfg.train.channels_last)  # fmt: skip

@@ -1,0 +1,150 @@
+"""YAML in, a validated ``ExperimentConfig`` out: the only place dlx reads raw YAML.
+
+``load_config`` reads the file (``yaml.safe_load``), follows ``extends:``, applies ``--set key=value``
+overrides and validates everything at once, reporting *every* problem as one line.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dlx.config.messages import format_errors
+from dlx.config.schema import ExperimentConfig
+from dlx.errors import ConfigError, DlxError
+
+
+def _read_yaml(path: Path, label: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError([f"{label}: file not found"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError([f"{label}: not valid YAML{where}: {problem}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{label}: not a UTF-8 text file"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{label}: the top level must be a mapping of keys, got {type(data).__name__}"])
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merge key by key; anything else in ``override`` replaces ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    label = str(path)
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ConfigError([f"{label}: extends: cycle ({chain})"])
+    data = _read_yaml(path, label)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError([f"{label}: extends: got {parent!r}; expected a path to another experiment file"])
+    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+    if not parent_path.is_file():
+        raise ConfigError([f"{label}: extends: file not found: {parent_path}"])
+    return deep_merge(_resolve_extends(parent_path, (*seen, resolved)), data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``optimizer.lr=0.01`` -> (['optimizer', 'lr'], 0.01); the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """``data[a][b] = value`` for keys ``[a, b]``, creating sections; a value in the way is a ValueError."""
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"{k!r} is not a section (it holds {child!r})")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        try:
+            set_dotted(out, keys, value)
+        except ValueError as e:
+            raise ConfigError([f"--set {item!r}: {e}"]) from None
+    return out
+
+
+def validate(data: dict[str, Any], label: str) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, label)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, merge, override and validate an experiment file. Raises ConfigError listing every problem."""
+    path = Path(path)
+    data = _resolve_extends(path)
+    data = apply_overrides(data, overrides or [])
+    data.setdefault("name", path.stem)
+    return validate(data, str(path))
+
+
+def config_from_dict(data: dict[str, Any], label: str = "<config>") -> ExperimentConfig:
+    return validate(copy.deepcopy(data), label)
+
+
+def read_yaml(path: str | Path, label: str | None = None) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (sweep files, a run's config.yaml); ConfigError otherwise."""
+    return _read_yaml(Path(path), label or str(path))
+
+
+def read_experiment(path: str | Path) -> dict[str, Any]:
+    """An experiment file with ``extends:`` followed, not yet validated: what sweeps build their cells on."""
+    path = Path(path)
+    data = _resolve_extends(path)
+    data.setdefault("name", path.stem)
+    return data
+
+
+def load_run_config(path: str | Path) -> ExperimentConfig:
+    """The resolved config a run folder stores (its config.yaml), validated again."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DlxError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise DlxError(f"{path}: not a dlx config")
+    return config_from_dict(data, str(path))

@@ -1,0 +1,238 @@
+"""The experiment schema: one pydantic section per YAML section, ``extra="forbid"`` everywhere.
+
+The validators call dlx.config.checks for what types cannot say (registered names, a factory's keywords).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dlx.config.checks import (
+    check_kwargs,
+    check_name,
+    datasets,
+    initializers,
+    model_factory,
+    model_problems,
+    models,
+    optimizers,
+    schedules,
+    transfer_problems,
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: str = "mnist"
+    data_dir: str | None = Field(None, description="where torchvision datasets live; default $DLX_DATA_DIR or ./data")
+    download: bool = True
+    val_size: int = Field(5000, ge=0, description="images held out of the training set for validation")
+    train_size: int | None = Field(None, ge=1, description="use only this many training images (quick runs)")
+    test_size: int | None = Field(None, ge=1, description="use only this many test images (quick runs)")
+    split_seed: int = 0
+    batch_size: int = Field(100, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    normalize: bool = Field(True, description="standardize with the dataset's mean/std; false: scale to [0, 1]")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str) -> str:
+        return check_name("dataset", datasets, v)
+
+
+class ModelConfig(Section):
+    name: str = "deep_cnn"
+    width: float = Field(1.0, gt=0, description="channel / unit multiplier")
+    depth: float = Field(1.0, gt=0, description="layer / block multiplier")
+    args: dict[str, Any] = Field(default_factory=dict)
+    # User models (dlx.models.sequential, dlx.models.class_path): a layer list for name: sequential, or a class of one's own.
+    layers: list[Any] | None = Field(None, description="name: sequential: [{conv: {out: 16}}, {act: relu}, ...]")
+    class_path: str | None = Field(None, description="your own nn.Module, 'package.module:ClassName' (name: custom)")
+    init_args: dict[str, Any] = Field(default_factory=dict, description="keywords for class_path's class")
+    # Transfer learning (dlx.transfer).
+    init_from: str | None = Field(None, description="start from runs/<name>/<run-id> (best.pt) or a checkpoint file")
+    weights: str | None = Field(None, description="torchvision pretrained weights: DEFAULT or an enum name")
+    freeze: list[str] = Field(default_factory=list, description="fnmatch patterns of parameters kept fixed")
+    head: list[str] = Field(default_factory=list, description="fnmatch patterns of the head (optimizer.head_lr)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_path_names_the_model(cls, data: Any) -> Any:
+        from dlx.models.class_path import CUSTOM
+
+        if isinstance(data, dict) and data.get("class_path") is not None and "name" not in data:
+            return {**data, "name": CUSTOM}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _model_known(cls, v: str) -> str:
+        from dlx.models.class_path import CUSTOM
+
+        return v if v == CUSTOM else check_name("model", models, v)
+
+    @model_validator(mode="after")
+    def _args_accepted(self) -> ModelConfig:
+        from dlx.models import RESERVED_MODEL_ARGS
+
+        problems = model_problems(self)
+        if problems:
+            raise ValueError(" | ".join(problems))
+        if self.class_path is None:
+            check_kwargs(f"model {self.name!r}", models().get(self.name), self.args, RESERVED_MODEL_ARGS)
+        return self
+
+    def factory(self) -> Callable[..., Any]:
+        """The class or function that builds this model (a registered factory or class_path's object)."""
+        return model_factory(self)
+
+
+class InitConfig(Section):
+    name: str = "default"
+    bias: float = 0.0
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _init_known(cls, v: str) -> str:
+        return check_name("initializer", initializers, v)
+
+    @model_validator(mode="after")
+    def _args_accepted(self) -> InitConfig:
+        check_kwargs(f"initializer {self.name!r}", initializers().get(self.name), self.args, {"tensor"})
+        return self
+
+
+class OptimizerConfig(Section):
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float | None = Field(None, ge=0, description="the optimizer's own weight decay; null: its default")
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the parameters model.head names")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _optimizer_known(cls, v: str) -> str:
+        return check_name("optimizer", optimizers, v)
+
+    @model_validator(mode="after")
+    def _args_accepted(self) -> OptimizerConfig:
+        reserved = {"params", "lr", "weight_decay"}
+        check_kwargs(f"optimizer {self.name!r}", optimizers().get(self.name), self.args, reserved)
+        return self
+
+
+class RegularizationConfig(Section):
+    l1: float = Field(0.0, ge=0, description="lambda * sum |w| added to the loss (weights, not biases)")
+    l2: float = Field(0.0, ge=0, description="0.5 * lambda * sum w^2 added to the loss (weights, not biases)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout probability")
+    batch_norm: bool | None = Field(None, description="override the model's batch-norm switch")
+
+
+class AugmentConfig(Section):
+    rotate: float = Field(0.0, ge=0, le=180, description="max degrees")
+    translate: float = Field(0.0, ge=0, le=1, description="max fraction of the image size")
+    scale: tuple[float, float] = (1.0, 1.0)
+    crop_padding: int = Field(0, ge=0)
+    hflip: bool = False
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"got {list(v)}; need [low, high] with 0 < low <= high")
+        return v
+
+
+class ScheduleConfig(Section):
+    name: str = "none"
+    warmup_epochs: float = Field(0.0, ge=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _schedule_known(cls, v: str) -> str:
+        return check_name("schedule", schedules, v)
+
+    @model_validator(mode="after")
+    def _args_accepted(self) -> ScheduleConfig:
+        from dlx.schedule import NO_WARMUP, RESERVED_SCHEDULE_ARGS
+
+        check_kwargs(f"schedule {self.name!r}", schedules().get(self.name), self.args, RESERVED_SCHEDULE_ARGS)
+        if self.warmup_epochs and self.name in NO_WARMUP:
+            raise ValueError(f"warmup_epochs: not supported with schedule {self.name!r} ({NO_WARMUP[self.name]})")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
+    early_stopping: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement")
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    eval_every: int = Field(1, ge=1, description="validate every N epochs (and always after the last)")
+    log_every: int = Field(20, ge=1, description="steps between progress updates (and divergence checks)")
+    test_every_epoch: bool = Field(
+        False, description="also measure the test set after every epoch (time-to-accuracy benchmarks; informs nothing)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError(f"got {v!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+        return v
+
+
+class OutputConfig(Section):
+    runs_dir: str = "runs"
+    gallery_size: int = Field(20, ge=0, description="misclassified test images shown in misclassified.png")
+    plots: bool = True
+
+
+class ExperimentConfig(Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _model_takes_regularization(self) -> ExperimentConfig:
+        from dlx.models import accepts
+
+        factory = self.model.factory()
+        problems = [
+            f"regularization.{key}: model {self.model.name!r} has no {key} option; remove the key"
+            for key in ("dropout", "batch_norm")
+            if getattr(self.regularization, key) is not None and not accepts(factory, key)
+        ]
+        problems += transfer_problems(self)  # weights, init_from, head / head_lr
+        if problems:
+            raise ValueError(" | ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
