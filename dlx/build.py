@@ -20,6 +20,8 @@ from dlx.init import initialize
 from dlx.modelinfo import count_parameters, flops_per_image
 from dlx.models import build_model
 from dlx.models.class_path import build_class_path_model
+from dlx.optim import build_optimizer
+from dlx.schedule import Schedule, build_schedule
 from dlx.transfer import Transfer
 from dlx.transfer import apply as apply_transfer
 
@@ -127,9 +129,12 @@ def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module
     return model
 
 
-def prepare(cfg: ExperimentConfig) -> Setup:
+def prepare(cfg: ExperimentConfig, *, download: bool | None = None) -> Setup:
+    """Everything a run needs, checked; ``download=False`` (--dry-run) never fetches or creates a data folder."""
     device = resolve_device(cfg.train.device)
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    data = load_dataset(
+        cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download if download is None else download
+    )
     train, val, test = split_data(data, cfg)
     model = build_initialized_model(cfg, data)
     transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
@@ -154,3 +159,51 @@ def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size:
                           hflip=a.hflip, brightness=a.brightness, contrast=a.contrast)  # fmt: skip
     return Batches(split, batch_size=size, mean=mean, std=std, shuffle=train, augment=augment,
                    channels_last=cfg.train.channels_last)  # fmt: skip
+
+
+@dataclass
+class Training:
+    """What one ``fit`` steps besides the model: batches, optimizer, schedule, loss scaler, precision."""
+
+    train: Batches
+    train_sample: Batches  # a fixed sample of the training split, measured in eval mode (train_loss, train_acc)
+    val: Batches | None
+    test: Batches
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    step_model: nn.Module  # the model, or its torch.compile'd wrapper
+    amp: torch.dtype | None
+
+
+def training_sample(setup: Setup) -> Split:
+    """``train.train_sample`` training images, the same every epoch (seeded by data.split_seed)."""
+    n, k = len(setup.train), min(len(setup.train), setup.config.train.train_sample)
+    if k == n:
+        return setup.train
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(setup.config.data.split_seed))[:k].sort().values
+    pick = pick.to(setup.train.images.device)
+    return Split(setup.train.images[pick], setup.train.labels[pick])
+
+
+def build_training(setup: Setup) -> Training:
+    """Batches, optimizer (frozen parameters left out, the head's own rate), schedule and AMP scaler for ``fit``."""
+    cfg, model = setup.config, setup.model
+    train = make_batches(setup, setup.train, train=True)
+    params = setup.transfer.parameters(model, cfg.optimizer.head_lr)
+    o, s = cfg.optimizer, cfg.schedule
+    optimizer = build_optimizer(o.name, params, o.lr, o.weight_decay, o.args)
+    schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=len(train),
+                              warmup_epochs=s.warmup_epochs, args=s.args)  # fmt: skip
+    return Training(
+        train=train,
+        train_sample=make_batches(setup, training_sample(setup)),
+        val=make_batches(setup, setup.val) if setup.val else None,
+        test=make_batches(setup, setup.test),
+        optimizer=optimizer,
+        schedule=schedule,
+        # fp16 needs loss scaling so small gradients do not flush to zero; bf16 and fp32 do not.
+        scaler=torch.amp.GradScaler(setup.device.type, enabled=cfg.train.precision == "fp16"),
+        step_model=torch.compile(model) if cfg.train.compile else model,
+        amp=AMP_DTYPES[cfg.train.precision],
+    )

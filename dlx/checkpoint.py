@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from dlx.errors import DlxError
-from dlx.runs import write_bytes_atomic
+from dlx.errors import DlxError, first_line
+from dlx.runs import Run, write_bytes_atomic
 
 FORMAT = 1
 
@@ -36,8 +36,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which file, not a pickle traceback
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DlxError(f"checkpoint {path} cannot be read: {detail}") from None
+        raise DlxError(f"checkpoint {path} cannot be read: {first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DlxError(f"checkpoint {path} is not a dlx checkpoint (format {FORMAT})")
     return state
@@ -62,3 +61,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _python_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
+
+
+class Checkpointer:
+    """The checkpoints of one run: ``last.pt`` after every epoch, ``best.pt`` when validation improves.
+
+    ``save_last`` stores everything a resume needs; ``restore`` puts it back into the same objects and returns
+    the saved training state; ``load_best`` gives the model the best-by-validation weights for the test.
+    """
+
+    def __init__(self, run: Run, model: Any, optimizer: Any, schedule: Any, scaler: Any, config: dict[str, Any]):
+        self.run, self.model, self.optimizer, self.schedule, self.scaler = run, model, optimizer, schedule, scaler
+        self.config = config
+
+    def save_last(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.run.last_checkpoint, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "state": state,
+            "config": self.config,
+        })  # fmt: skip
+
+    def save_best(self, epoch: int, row: dict[str, Any]) -> None:
+        save_checkpoint(self.run.best_checkpoint, {"model": self.model.state_dict(), "epoch": epoch, "metrics": row})
+
+    def restore(self, map_location: str | torch.device) -> dict[str, Any]:
+        """Load last.pt into the model, optimizer, schedule and scaler, set every RNG; return the training state."""
+        last = load_checkpoint(self.run.last_checkpoint, map_location=map_location)
+        self.model.load_state_dict(last["model"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.schedule.load_state_dict(last["schedule"])
+        self.scaler.load_state_dict(last["scaler"])
+        set_rng_state(last["rng"])
+        return last["state"]
+
+    def load_best(self, map_location: str | torch.device) -> bool:
+        """Give the model the best-by-validation weights; False (weights unchanged) when there is no best.pt."""
+        if not self.run.best_checkpoint.exists():
+            return False
+        self.model.load_state_dict(load_checkpoint(self.run.best_checkpoint, map_location=map_location)["model"])
+        return True

@@ -42,9 +42,12 @@ def guarded(fn: Callable[[], Any]) -> Any:
     except DlxError as e:
         _err(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        _err("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        from dlx.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+
+        terminated = isinstance(e, Terminated)
+        _err("terminated" if terminated else "interrupted")
+        raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_SIGINT) from None
 
 
 @app.command()

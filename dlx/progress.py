@@ -75,6 +75,10 @@ class Reporter:
         if not self.quiet:
             self.console.print(text)
 
+    def alert(self, text: str) -> None:
+        """A line the user must see even with --quiet (how to resume an interrupted run)."""
+        self.console.print(text, markup=False)
+
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()

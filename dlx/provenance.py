@@ -63,12 +63,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def describe(device: torch.device) -> dict[str, Any]:
+def describe(device: torch.device, experiment_file: str | Path | None = None) -> dict[str, Any]:
+    """Where a run ran. ``git`` is the user's project: the repository holding the experiment file (else the
+    working directory), not dlx's own; dlx itself is ``versions.dlx``."""
+    project = Path(experiment_file).resolve().parent if experiment_file is not None else Path.cwd()
     return {
         "versions": versions(),
         "device": str(device),
         "device_name": device_name(device),
-        "git": git_commit(Path(__file__).resolve().parent),
+        "git": git_commit(project),
+        "experiment_file": str(experiment_file) if experiment_file is not None else None,
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
         "host": socket.gethostname(),

@@ -61,7 +61,10 @@ def dry_run(cfg: ExperimentConfig) -> None:
     from dlx.console import wide_console
     from dlx.inspect import Target, print_inspect
 
-    setup = prepare(cfg)
+    try:
+        setup = prepare(cfg, download=False)  # a dry run writes nothing: no data folder, no download
+    except DlxError as e:
+        raise DlxError(f"{e} (--dry-run downloads nothing)") from None
     console = wide_console()
     console.print(Syntax(cfg.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))
     shape = (setup.data.in_channels, setup.data.image_size, setup.data.image_size)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -106,3 +107,23 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, runs_dir: Path) -> None:
     assert 1 <= summary["epochs_completed"] < 30
     result = runner.invoke(app, ["train", "--resume", str(runs_dir / "tiny" / "cut"), "-q", "--set", "x=1"])
     assert result.exit_code == 1 and "--resume takes no experiment file" in result.output
+
+
+def test_dry_run_never_downloads_or_creates_a_data_folder(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DLX_DATA_DIR", raising=False)
+    import torchvision.datasets.utils as tv_utils
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--dry-run started a download")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_download)
+    path = write_tiny(tmp_path, runs_dir, data={"dataset": "fashion_mnist"})
+    result = runner.invoke(app, ["train", str(path), "--dry-run"])
+    assert result.exit_code == 1, result.output
+    assert "dataset 'fashion_mnist' not found in" in result.output
+    assert "(--dry-run downloads nothing)" in result.output
+    assert not (tmp_path / "data").exists()
+    assert not runs_dir.exists()

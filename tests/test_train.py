@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,52 @@ def test_auxiliary_heads_are_trained(runs_dir: Path) -> None:
     assert summary["status"] == "completed"
     after = setup.model.state_dict()
     assert any(not torch.equal(after[k], v) for k, v in aux.items())
+
+
+def test_lr_column_is_the_mean_rate_the_epoch_trained_with(runs_dir: Path) -> None:
+    cfg = config_from_dict(tiny(runs_dir, schedule={"name": "cosine"}))  # 2 epochs of 80 steps, no warmup
+    summary = start_run(cfg, quiet=True)
+    steps, total = 80, 160
+    factors = [0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)]
+    expected = [0.003 * sum(factors[:steps]) / steps, 0.003 * sum(factors[steps:]) / steps]
+    assert [r["lr"] for r in metrics(Path(summary["run_dir"]))] == pytest.approx(expected, rel=1e-9)
+
+
+def test_train_accuracy_is_measured_in_eval_mode_on_a_fixed_sample(runs_dir: Path) -> None:
+    """train_loss/train_acc are the model's eval-mode figures on training images (the book's definition);
+    running_loss/running_acc are the train-mode figures seen while the weights moved."""
+    from dlx.build import build_training, prepare
+    from dlx.train import evaluate
+
+    cfg = config_from_dict(tiny(runs_dir, **{"train.epochs": 1, "regularization": {"dropout": 0.5}}))
+    summary = start_run(cfg, quiet=True)
+    (row,) = metrics(Path(summary["run_dir"]))
+    setup = prepare(cfg)
+    setup.model.load_state_dict(ckpt.load_checkpoint(Path(summary["run_dir"]) / "checkpoints/last.pt")["model"])
+    loop = build_training(setup)
+    assert len(loop.train_sample.split) == 2000  # train.train_sample (5000) caps at the split's size
+    loss, acc, _ = evaluate(setup.model, loop.train_sample, None, setup.device)
+    assert (row["train_loss"], row["train_acc"]) == (loss, acc)
+    assert row["running_acc"] != row["train_acc"]
+    assert summary["final_train_acc"] == acc
+
+
+def test_summary_records_the_git_commit_of_the_experiments_project(tmp_path: Path, runs_dir: Path) -> None:
+    import subprocess
+
+    import yaml
+
+    from dlx.config import load_config
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "exp.yaml").write_text(yaml.safe_dump(tiny(runs_dir, **{"train.epochs": 1, "output.plots": False})))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "add", "exp.yaml"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=project, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    summary = start_run(load_config(project / "exp.yaml"), quiet=True)
+    assert summary["git"] == {"commit": head, "dirty": False}
+    assert summary["experiment_file"] == str(project / "exp.yaml")
+    assert summary["versions"]["dlx"]

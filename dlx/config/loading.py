@@ -118,7 +118,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     data = _resolve_extends(path)
     data = apply_overrides(data, overrides or [])
     data.setdefault("name", path.stem)
-    return validate(data, str(path))
+    cfg = validate(data, str(path))
+    cfg._source_file = str(path)
+    return cfg
 
 
 def config_from_dict(data: dict[str, Any], label: str = "<config>") -> ExperimentConfig:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dlx.config.checks import (
     check_kwargs,
@@ -184,6 +184,9 @@ class TrainConfig(Section):
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     eval_every: int = Field(1, ge=1, description="validate every N epochs (and always after the last)")
     log_every: int = Field(20, ge=1, description="steps between progress updates (and divergence checks)")
+    train_sample: int = Field(
+        5000, ge=1, description="training images measured in eval mode after each epoch: train_loss, train_acc"
+    )
     test_every_epoch: bool = Field(
         False, description="also measure the test set after every epoch (time-to-accuracy benchmarks; informs nothing)"
     )
@@ -215,6 +218,18 @@ class ExperimentConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # The experiment file this config was read from (not part of the config: runs record it as provenance).
+    _source_file: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> str | None:
+        return self._source_file
+
+    def __eq__(self, other: object) -> bool:
+        # Two configs are equal when they describe the same experiment, wherever each was read from.
+        return isinstance(other, ExperimentConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _model_takes_regularization(self) -> ExperimentConfig:

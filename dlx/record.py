@@ -1,0 +1,89 @@
+"""A run's record: ``summary.json`` and the metrics files, from the first line of training to the final status.
+
+``RunRecorder`` owns summary.json. It writes it when training starts (status ``running``), after every
+epoch, and once more from ``fit``'s ``finally`` with the status the run ended in: ``completed``,
+``interrupted`` (Ctrl-C or SIGTERM: resumable), ``diverged`` or ``failed``. Nothing else writes a run's summary.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from dlx import provenance
+from dlx.diagnose import diagnose
+from dlx.runs import Run
+
+if TYPE_CHECKING:
+    from dlx.build import Setup
+
+# Kept from the run's first process when it is resumed: where and from what the run was made.
+KEPT_ON_RESUME = ("started_at", "git", "experiment_file", "argv", "cwd")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunRecorder:
+    def __init__(self, run: Run, setup: Setup, *, resume: bool = False) -> None:
+        cfg = setup.config
+        self.run = run
+        self.wall_start = time.perf_counter()
+        self.wall_before = 0.0
+        self.summary: dict[str, Any] = {
+            "status": "running",
+            "name": cfg.name,
+            "run_id": run.path.name,
+            "run_dir": str(run.path),
+            "model": {"name": cfg.model.name, "width": cfg.model.width, "depth": cfg.model.depth},
+            "dataset": cfg.data.dataset,
+            "num_classes": setup.data.num_classes,
+            "seed": cfg.seed,
+            "parameters": setup.parameters,
+            "flops_per_image": setup.flops_per_image,
+            "train_images": len(setup.train),
+            "val_images": len(setup.val) if setup.val else 0,
+            "test_images": len(setup.test),
+            "epochs": cfg.train.epochs,
+            "started_at": now(),
+            **provenance.describe(setup.device, cfg.source_file),
+            **setup.transfer.summary(),
+        }
+        self.resume = resume
+
+    def start(self, config_yaml: str, state: Any) -> None:
+        """The first write of this process: config.yaml for a new run, or the resume note; then summary.json."""
+        if self.resume:
+            previous = self.run.read_summary()
+            self.summary.update({k: previous[k] for k in KEPT_ON_RESUME if k in previous})
+            self.wall_before = float(previous.get("wall_seconds") or 0.0)
+            self.summary["resumed"] = [*previous.get("resumed", []), {"at": now(), "from_epoch": state.epoch}]
+            self.run.write_metrics(state.history)  # drop rows of an epoch the interrupted process did not checkpoint
+        else:
+            self.run.write_config(config_yaml)
+        self.run.write_summary(self.summary)
+
+    def epoch_done(self, state: Any) -> None:
+        self.run.write_metrics(state.history)
+        self.summary["epochs_completed"] = state.epoch
+        self.run.write_summary(self.summary)
+
+    def finish(self, status: str, state: Any, **extra: Any) -> dict[str, Any]:
+        """Write the final status with everything measured; returns the summary."""
+        s = self.summary
+        s.update(status=status, ended_at=now(), epochs_completed=state.epoch, **extra)
+        s["train_seconds"] = round(state.train_seconds, 3)
+        s["wall_seconds"] = round(self.wall_before + time.perf_counter() - self.wall_start, 3)
+        if state.best is not None:
+            s.update(best_epoch=state.best["epoch"], best_val_acc=state.best["val_acc"],
+                     best_val_loss=state.best["val_loss"])  # fmt: skip
+        if state.history:
+            last = state.history[-1]
+            s.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"])
+            rates = [r["images_per_s"] for r in state.history]
+            s["images_per_s"] = round(sum(rates) / len(rates), 1)
+        s["diagnosis"] = diagnose(state.history)  # over/underfitting, also shown by dlx compare
+        self.run.write_summary(s)
+        return s
