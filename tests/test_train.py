@@ -186,3 +186,32 @@ def test_auxiliary_heads_are_trained(runs_dir: Path) -> None:
     assert summary["status"] == "completed"
     after = setup.model.state_dict()
     assert any(not torch.equal(after[k], v) for k, v in aux.items())
+
+
+def test_last_training_batch_of_one_is_dropped(runs_dir: Path) -> None:
+    """mlp + BatchNorm1d, 201 images in batches of 25: the final batch of 1 image is dropped, not a crash."""
+    data = {"dataset": "mnist", "val_size": 100, "train_size": 201, "test_size": 100, "batch_size": 25}
+    model = {"name": "mlp", "width": 0.25}
+    cfg = tiny(runs_dir, data=data, model=model, regularization={"batch_norm": True}, **{"train.epochs": 1})
+    summary = start_run(config_from_dict(cfg), quiet=True)
+    assert summary["status"] == "completed"
+    last = torch.load(Run(summary["run_dir"]).last_checkpoint, weights_only=True)
+    assert last["state"]["step"] == 8  # 201 // 25 full batches: the schedule's steps_per_epoch
+
+
+def test_drop_last_only_for_training_batches() -> None:
+    from dlx.data.loader import Batches, Split
+
+    def split(n: int) -> Split:
+        return Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))
+
+    def sizes(batches: Batches) -> list[int]:
+        return [int(y.shape[0]) for _, y in batches]
+
+    train = Batches(split(51), batch_size=25, mean=None, std=None, shuffle=True, drop_last=True)
+    assert (len(train), sizes(train)) == (2, [25, 25])
+    evaluation = Batches(split(51), batch_size=25, mean=None, std=None)
+    assert (len(evaluation), sizes(evaluation)) == (3, [25, 25, 1])
+    # A training split smaller than one batch keeps its one short batch: an epoch never has zero steps.
+    small = Batches(split(7), batch_size=25, mean=None, std=None, shuffle=True, drop_last=True)
+    assert (len(small), sizes(small)) == (1, [7])
