@@ -90,6 +90,24 @@ def test_schedule_warmup_refused_where_meaningless(tmp_path: Path) -> None:
     ]
 
 
+def test_multistep_milestones_must_lie_inside_the_run(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "name: t\ntrain: {epochs: 10}\nschedule: {name: multistep, args: {milestones: [0, 5, 10]}}\n"
+    )
+    assert problems(path) == [
+        f"{path}: schedule.args.milestones: got [0, 5, 10]; each must lie strictly inside the run, in 1..9 "
+        "(train.epochs is 10); outside: [0, 10]"
+    ]
+    assert problems(path, ["train.epochs=1", "schedule.args.milestones=[1]"]) == [
+        f"{path}: schedule.args.milestones: got [1]; a 1-epoch run (train.epochs) has no epoch boundary for them; "
+        "remove them"
+    ]
+    assert problems(path, ["schedule.args.milestones=5"]) == [
+        f"{path}: schedule.args.milestones: got 5; expected a list of epoch numbers, e.g. [30, 60]"
+    ]
+    assert load_config(path, ["schedule.args.milestones=[1, 9]"]).schedule.args["milestones"] == [1, 9]
+
+
 def test_regularization_needs_a_model_that_takes_it(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: {name: deep_cnn}\nregularization: {dropout: 0.3, batch_norm: true}\n")
     cfg = load_config(path)

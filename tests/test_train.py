@@ -215,3 +215,22 @@ def test_drop_last_only_for_training_batches() -> None:
     # A training split smaller than one batch keeps its one short batch: an epoch never has zero steps.
     small = Batches(split(7), batch_size=25, mean=None, std=None, shuffle=True, drop_last=True)
     assert (len(small), sizes(small)) == (1, [7])
+
+
+@pytest.mark.parametrize(
+    ("epochs", "factors"),
+    [(1, [1.0]), (2, [1.0, 0.1]), (3, [1.0, 0.1, 0.01]), (4, [1.0, 1.0, 0.1, 0.01])],
+)
+def test_multistep_default_milestones_lie_inside_the_run(epochs: int, factors: list[float]) -> None:
+    """Default milestones at 50% and 75% of the run, kept in 1..epochs-1: short runs start at the base rate."""
+    from dlx.schedule import build_schedule
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+    schedule = build_schedule("multistep", optimizer, epochs=epochs, steps_per_epoch=2)
+    rates = []
+    for _ in range(epochs * 2):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.after_step()
+    assert rates[::2] == pytest.approx([0.5 * f for f in factors])  # one rate per epoch; epoch 1 at the base rate
+    assert rates[1::2] == rates[::2]

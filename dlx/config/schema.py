@@ -20,6 +20,7 @@ from dlx.config.checks import (
     model_problems,
     models,
     optimizers,
+    schedule_problems,
     schedules,
     transfer_problems,
 )
@@ -227,6 +228,7 @@ class ExperimentConfig(Section):
             if getattr(self.regularization, key) is not None and not accepts(factory, key)
         ]
         problems += transfer_problems(self)  # weights, init_from, head / head_lr
+        problems += schedule_problems(self)  # multistep milestones inside train.epochs
         if problems:
             raise ValueError(" | ".join(problems))
         return self
