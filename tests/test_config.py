@@ -155,6 +155,27 @@ def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
     ]
 
 
+def test_set_name_drops_the_args_of_the_old_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: t\nschedule: {name: onecycle, args: {pct_start: 0.3}}\n"
+        "optimizer: {name: adam, args: {betas: [0.8, 0.99]}}\ninit: {name: normal, args: {std: 0.02}}\n",
+    )
+    cfg = load_config(path, ["schedule.name=cosine"])
+    assert (cfg.schedule.name, cfg.schedule.args) == ("cosine", {})
+    assert cfg.optimizer.args == {"betas": [0.8, 0.99]}  # other sections keep theirs
+    # Args set with --set are kept, before or after the name.
+    for overrides in (["schedule.name=cosine", "schedule.args.min_factor=0.1"],
+                      ["schedule.args.min_factor=0.1", "schedule.name=cosine"]):  # fmt: skip
+        assert load_config(path, overrides).schedule.args == {"min_factor": 0.1}
+    # The same name again keeps the file's args; so does every named section.
+    assert load_config(path, ["schedule.name=onecycle"]).schedule.args == {"pct_start": 0.3}
+    cfg = load_config(path, ["optimizer.name=sgd", "init.name=he_normal"])
+    assert (cfg.optimizer.args, cfg.init.args) == ({}, {})
+    models = write(tmp_path, "name: t\nmodel: {name: mlp, args: {hidden: [32]}}\n", "models.yaml")
+    assert load_config(models, ["model.name=deep_cnn"]).model.args == {}
+
+
 def test_overrides_do_not_mutate_input() -> None:
     data = {"optimizer": {"lr": 1}}
     out = apply_overrides(data, ["optimizer.lr=2"])
