@@ -108,6 +108,16 @@ def test_multistep_milestones_must_lie_inside_the_run(tmp_path: Path) -> None:
     assert load_config(path, ["schedule.args.milestones=[1, 9]"]).schedule.args["milestones"] == [1, 9]
 
 
+def test_init_bias_needs_an_initializer(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\ninit: {bias: 0.1}\n")
+    assert problems(path) == [
+        f"{path}: init.bias: only with an initializer other than 'default' (default keeps PyTorch's own biases); "
+        "got 0.1"
+    ]
+    assert load_config(path, ["init.name=he_normal"]).init.bias == 0.1
+    assert load_config(path, ["init.bias=0"]).init.name == "default"
+
+
 def test_regularization_needs_a_model_that_takes_it(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: {name: deep_cnn}\nregularization: {dropout: 0.3, batch_norm: true}\n")
     cfg = load_config(path)

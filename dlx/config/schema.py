@@ -108,6 +108,11 @@ class InitConfig(Section):
     @model_validator(mode="after")
     def _args_accepted(self) -> InitConfig:
         check_kwargs(f"initializer {self.name!r}", initializers().get(self.name), self.args, {"tensor"})
+        if self.name == "default" and self.bias != 0.0:
+            raise ValueError(
+                "bias: only with an initializer other than 'default' (default keeps PyTorch's own biases); "
+                f"got {self.bias:g}"
+            )
         return self
 
 
