@@ -148,7 +148,8 @@ def prepare(cfg: ExperimentConfig, *, download: bool | None = None) -> Setup:
 
 
 def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:
-    """Batches of a split as the config says: normalization, channels_last, and for training shuffle + augmentation."""
+    """Batches of a split as the config says: normalization, channels_last, and for training shuffle, augmentation
+    and ``drop_last`` (no incomplete last batch; see dlx.data.loader)."""
     cfg = setup.config
     mean, std = (setup.data.mean, setup.data.std) if cfg.data.normalize else (None, None)
     size = batch_size or (cfg.data.batch_size if train else cfg.data.eval_batch_size)
@@ -158,7 +159,7 @@ def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size:
         augment = Augment(rotate=a.rotate, translate=a.translate, scale=tuple(a.scale), crop_padding=a.crop_padding,
                           hflip=a.hflip, brightness=a.brightness, contrast=a.contrast)  # fmt: skip
     return Batches(split, batch_size=size, mean=mean, std=std, shuffle=train, augment=augment,
-                   channels_last=cfg.train.channels_last)  # fmt: skip
+                   channels_last=cfg.train.channels_last, drop_last=train)  # fmt: skip
 
 
 @dataclass

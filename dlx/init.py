@@ -2,7 +2,8 @@
 
 Each entry fills one weight tensor in place; ``initialize`` applies it to every conv and
 linear weight of a model and sets their biases to a constant. Batch-norm layers keep
-weight 1, bias 0. ``default`` keeps PyTorch's own initialization.
+weight 1, bias 0. ``default`` keeps PyTorch's own initialization. A layer marked ``ZERO_INIT_ATTR`` (what
+silences a residual branch at the start: its last batch norm, or its last conv without one) stays zero.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dlx.models.layers import ZERO_INIT_ATTR
 from dlx.registry import Registry
 
 INITIALIZERS: Registry = Registry("initializer")
@@ -73,14 +75,19 @@ def initialize(model: nn.Module, name: str, bias: float = 0.0, args: dict | None
     fn = INITIALIZERS.get(name)
     count = 0
     for module in model.modules():
+        # Residual branches may end in a zero-initialized layer (ZERO_INIT_ATTR): keep it at zero, so the block
+        # starts as the identity.
+        zero = getattr(module, ZERO_INIT_ATTR, False)
         if isinstance(module, WEIGHTED):
-            fn(module.weight, **(args or {}))
+            if zero:
+                nn.init.zeros_(module.weight)
+            else:
+                fn(module.weight, **(args or {}))
             if module.bias is not None:
-                nn.init.constant_(module.bias, bias)
+                nn.init.constant_(module.bias, 0.0 if zero else bias)
             count += 1
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-            # Residual branches may end in a zero-gamma norm (zero_init_gamma): keep it, so the block starts as identity.
-            if getattr(module, "zero_init_gamma", False):
+            if zero:
                 nn.init.zeros_(module.weight)
             else:
                 nn.init.ones_(module.weight)

@@ -82,6 +82,24 @@ def step(
     return _lambda(optimizer, steps_per_epoch, warmup_steps, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
 
 
+def default_milestones(epochs: int) -> list[int]:
+    """multistep's default milestones: 50% and 75% of the run, those strictly inside it (1 .. epochs-1)."""
+    return sorted({m for m in (epochs // 2, (3 * epochs) // 4) if 1 <= m <= epochs - 1})
+
+
+def milestone_problem(milestones: object, epochs: int) -> str | None:
+    """What is wrong with user-given multistep milestones for a run of ``epochs`` epochs, or None."""
+    if not isinstance(milestones, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones):
+        return f"got {milestones!r}; expected a list of epoch numbers, e.g. [30, 60]"
+    outside = [m for m in milestones if not 1 <= m <= epochs - 1]
+    if not outside:
+        return None
+    if epochs == 1:
+        return f"got {milestones}; a 1-epoch run (train.epochs) has no epoch boundary for them; remove them"
+    return (f"got {milestones}; each must lie strictly inside the run, in 1..{epochs - 1} "
+            f"(train.epochs is {epochs}); outside: {outside}")  # fmt: skip
+
+
 @SCHEDULES.register("multistep")
 def multistep(
     optimizer: torch.optim.Optimizer,
@@ -92,8 +110,12 @@ def multistep(
     milestones: list[int] | None = None,
     gamma: float = 0.1,
 ) -> Schedule:
-    """Multiply the rate by gamma at each milestone epoch (default: at 50% and 75% of training)."""
-    marks = sorted(milestones) if milestones is not None else [epochs // 2, (3 * epochs) // 4]
+    """Multiply the rate by gamma at each milestone epoch (default: at 50% and 75% of training).
+
+    Milestones lie strictly inside the run (epochs 1 .. epochs-1, counted from 0): the defaults are kept there
+    and deduplicated (none for a one-epoch run, one for two epochs); the config refuses others.
+    """
+    marks = sorted(milestones) if milestones is not None else default_milestones(epochs)
 
     def shape(s: int) -> float:
         epoch = s // steps_per_epoch

@@ -11,7 +11,8 @@
 Every tensor of the source whose name and shape match the model is loaded; one whose shape differs
 (a new classifier head, a small-image stem) is skipped; the report lists what was loaded, skipped,
 missing (in the model, not in the source: freshly initialized) and unused (in the source only). It is
-printed when training starts and stored in summary.json under ``init_from``.
+printed when training starts and stored in summary.json under ``init_from``. A source of which no tensor
+fits is an error naming the first mismatches: training would otherwise silently start from scratch.
 
 Frozen parameters get ``requires_grad = False`` and are left out of the optimizer (so neither weight
 decay nor momentum moves them). A batch-norm layer whose parameters are all frozen (or, without
@@ -153,18 +154,40 @@ def pretrained_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor], Path]:
     return rename_torchvision_keys(state), file
 
 
+def nothing_loaded(report: LoadReport, model: nn.Module, key: str, limit: int = 3) -> DlxError:
+    """The one-line error for a source of which no tensor fits the model (training would start from scratch)."""
+    why = []
+    if report.skipped:
+        why.append("first mismatches: " + ", ".join(f"{k} {v}" for k, v in list(report.skipped.items())[:limit]))
+    if report.unused:
+        own = next(iter(model.state_dict()), None)
+        names = ", ".join(map(repr, report.unused[:limit])) + (", ..." if len(report.unused) > limit else "")
+        why.append(f"names like {names} not in the model" + (f" (its look like {own!r})" if own else ""))
+    if not why:
+        why.append("the file holds no tensors")
+    return DlxError(f"model.{key}: {report.path}: no tensor matches this model ({'; '.join(why)})")
+
+
 def load_initial_weights(model: nn.Module, cfg: ExperimentConfig) -> LoadReport | None:
-    """Apply ``model.init_from`` or ``model.weights`` to a freshly built and initialized model."""
+    """Apply ``model.init_from`` or ``model.weights`` to a freshly built and initialized model.
+
+    A source of which not one tensor fits is a DlxError: training would silently start from scratch.
+    """
     m = cfg.model
     if m.init_from is not None:
         path = checkpoint_path(m.init_from)
-        return load_matching(model, read_state_dict(path), str(path))
+        report = load_matching(model, read_state_dict(path), str(path))
+        if not report.loaded:
+            raise nothing_loaded(report, model, "init_from")
+        return report
     if m.weights is not None:
         arch = torchvision_arch(m.name, cfg.regularization.batch_norm)
         assert arch is not None  # config validation guarantees it
         weights = resolve_weights(arch, m.weights)
         state, file = pretrained_state_dict(weights)
         report = load_matching(model, state, str(file))
+        if not report.loaded:
+            raise nothing_loaded(report, model, "weights")
         report.weights = str(weights)
         return report
     return None

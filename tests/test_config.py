@@ -90,6 +90,34 @@ def test_schedule_warmup_refused_where_meaningless(tmp_path: Path) -> None:
     ]
 
 
+def test_multistep_milestones_must_lie_inside_the_run(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "name: t\ntrain: {epochs: 10}\nschedule: {name: multistep, args: {milestones: [0, 5, 10]}}\n"
+    )
+    assert problems(path) == [
+        f"{path}: schedule.args.milestones: got [0, 5, 10]; each must lie strictly inside the run, in 1..9 "
+        "(train.epochs is 10); outside: [0, 10]"
+    ]
+    assert problems(path, ["train.epochs=1", "schedule.args.milestones=[1]"]) == [
+        f"{path}: schedule.args.milestones: got [1]; a 1-epoch run (train.epochs) has no epoch boundary for them; "
+        "remove them"
+    ]
+    assert problems(path, ["schedule.args.milestones=5"]) == [
+        f"{path}: schedule.args.milestones: got 5; expected a list of epoch numbers, e.g. [30, 60]"
+    ]
+    assert load_config(path, ["schedule.args.milestones=[1, 9]"]).schedule.args["milestones"] == [1, 9]
+
+
+def test_init_bias_needs_an_initializer(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\ninit: {bias: 0.1}\n")
+    assert problems(path) == [
+        f"{path}: init.bias: only with an initializer other than 'default' (default keeps PyTorch's own biases); "
+        "got 0.1"
+    ]
+    assert load_config(path, ["init.name=he_normal"]).init.bias == 0.1
+    assert load_config(path, ["init.bias=0"]).init.name == "default"
+
+
 def test_regularization_needs_a_model_that_takes_it(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: {name: deep_cnn}\nregularization: {dropout: 0.3, batch_norm: true}\n")
     cfg = load_config(path)
@@ -135,6 +163,27 @@ def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
     assert problems(path, ["nonsense"]) == [
         "--set 'nonsense': expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"
     ]
+
+
+def test_set_name_drops_the_args_of_the_old_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: t\nschedule: {name: onecycle, args: {pct_start: 0.3}}\n"
+        "optimizer: {name: adam, args: {betas: [0.8, 0.99]}}\ninit: {name: normal, args: {std: 0.02}}\n",
+    )
+    cfg = load_config(path, ["schedule.name=cosine"])
+    assert (cfg.schedule.name, cfg.schedule.args) == ("cosine", {})
+    assert cfg.optimizer.args == {"betas": [0.8, 0.99]}  # other sections keep theirs
+    # Args set with --set are kept, before or after the name.
+    for overrides in (["schedule.name=cosine", "schedule.args.min_factor=0.1"],
+                      ["schedule.args.min_factor=0.1", "schedule.name=cosine"]):  # fmt: skip
+        assert load_config(path, overrides).schedule.args == {"min_factor": 0.1}
+    # The same name again keeps the file's args; so does every named section.
+    assert load_config(path, ["schedule.name=onecycle"]).schedule.args == {"pct_start": 0.3}
+    cfg = load_config(path, ["optimizer.name=sgd", "init.name=he_normal"])
+    assert (cfg.optimizer.args, cfg.init.args) == ({}, {})
+    models = write(tmp_path, "name: t\nmodel: {name: mlp, args: {hidden: [32]}}\n", "models.yaml")
+    assert load_config(models, ["model.name=deep_cnn"]).model.args == {}
 
 
 def test_overrides_do_not_mutate_input() -> None:

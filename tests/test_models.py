@@ -14,9 +14,10 @@ import torchvision
 from torch import nn
 
 from dlx.errors import DlxError
+from dlx.init import INITIALIZERS, initialize
 from dlx.modelinfo import count_parameters, flops_per_image, layer_table
 from dlx.models import MODELS, RESERVED_MODEL_ARGS, build_model
-from dlx.models.layers import AuxOutput, StochasticPool2d, pool_layer
+from dlx.models.layers import ZERO_INIT_ATTR, AuxOutput, StochasticPool2d, pool_layer
 
 NAMES = MODELS.names()
 GEOMETRIES = [(1, 28), (3, 32)]  # MNIST-like and CIFAR-like inputs
@@ -328,6 +329,20 @@ def test_pool_layer_names() -> None:
     assert isinstance(pool_layer("stochastic", 3, 2, padding=1), StochasticPool2d)
     with pytest.raises(ValueError, match="allowed: max, avg, stochastic"):
         pool_layer("median", 2)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("init", INITIALIZERS.names())
+def test_zero_initialized_residual_branches_stay_zero_under_every_initializer(init: str, batch_norm: bool) -> None:
+    """resnet20 marks the layer that silences each branch (its last norm, or without norm its last conv)."""
+    model = build_model("resnet20", in_channels=1, num_classes=10, image_size=28, batch_norm=batch_norm,
+                        args={"zero_init_residual": True})  # fmt: skip
+    initialize(model, init, bias=0.1)
+    marked = [m for m in model.modules() if getattr(m, ZERO_INIT_ATTR, False)]
+    kind = nn.BatchNorm2d if batch_norm else nn.Conv2d
+    assert len(marked) == 9 and all(isinstance(m, kind) for m in marked)  # one per basic block: 3 stages x 3
+    for m in marked:
+        assert not m.weight.any() and (m.bias is None or not m.bias.any()), m
 
 
 # ---------------------------------------------------------------------------- training behaviour

@@ -236,3 +236,51 @@ def test_summary_records_the_git_commit_of_the_experiments_project(tmp_path: Pat
     assert summary["git"] == {"commit": head, "dirty": False}
     assert summary["experiment_file"] == str(project / "exp.yaml")
     assert summary["versions"]["dlx"]
+
+
+def test_last_training_batch_of_one_is_dropped(runs_dir: Path) -> None:
+    """mlp + BatchNorm1d, 201 images in batches of 25: the final batch of 1 image is dropped, not a crash."""
+    data = {"dataset": "mnist", "val_size": 100, "train_size": 201, "test_size": 100, "batch_size": 25}
+    model = {"name": "mlp", "width": 0.25}
+    cfg = tiny(runs_dir, data=data, model=model, regularization={"batch_norm": True}, **{"train.epochs": 1})
+    summary = start_run(config_from_dict(cfg), quiet=True)
+    assert summary["status"] == "completed"
+    last = torch.load(Run(summary["run_dir"]).last_checkpoint, weights_only=True)
+    assert last["state"]["step"] == 8  # 201 // 25 full batches: the schedule's steps_per_epoch
+
+
+def test_drop_last_only_for_training_batches() -> None:
+    from dlx.data.loader import Batches, Split
+
+    def split(n: int) -> Split:
+        return Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))
+
+    def sizes(batches: Batches) -> list[int]:
+        return [int(y.shape[0]) for _, y in batches]
+
+    train = Batches(split(51), batch_size=25, mean=None, std=None, shuffle=True, drop_last=True)
+    assert (len(train), sizes(train)) == (2, [25, 25])
+    evaluation = Batches(split(51), batch_size=25, mean=None, std=None)
+    assert (len(evaluation), sizes(evaluation)) == (3, [25, 25, 1])
+    # A training split smaller than one batch keeps its one short batch: an epoch never has zero steps.
+    small = Batches(split(7), batch_size=25, mean=None, std=None, shuffle=True, drop_last=True)
+    assert (len(small), sizes(small)) == (1, [7])
+
+
+@pytest.mark.parametrize(
+    ("epochs", "factors"),
+    [(1, [1.0]), (2, [1.0, 0.1]), (3, [1.0, 0.1, 0.01]), (4, [1.0, 1.0, 0.1, 0.01])],
+)
+def test_multistep_default_milestones_lie_inside_the_run(epochs: int, factors: list[float]) -> None:
+    """Default milestones at 50% and 75% of the run, kept in 1..epochs-1: short runs start at the base rate."""
+    from dlx.schedule import build_schedule
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+    schedule = build_schedule("multistep", optimizer, epochs=epochs, steps_per_epoch=2)
+    rates = []
+    for _ in range(epochs * 2):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.after_step()
+    assert rates[::2] == pytest.approx([0.5 * f for f in factors])  # one rate per epoch; epoch 1 at the base rate
+    assert rates[1::2] == rates[::2]

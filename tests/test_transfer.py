@@ -144,6 +144,27 @@ def test_freeze_and_init_from_errors(tmp_path: Path) -> None:
         apply(model, cfg)
 
 
+def test_init_from_that_loads_nothing_is_an_error(tmp_path: Path) -> None:
+    """Not one tensor fits: an error naming the file and the first mismatches, not a run from scratch."""
+    source = tmp_path / "other.pt"
+    torch.save({"conv1.weight": torch.randn(8, 1, 3, 3), "x.weight": torch.randn(3)}, source)
+    cfg = config_from_dict({"name": "t", "model": {"name": "resnet20", "init_from": str(source)}})
+    model = build_from_config(cfg.model, in_channels=1, num_classes=10, image_size=28)
+    with pytest.raises(DlxError) as e:
+        apply(model, cfg)
+    assert str(e.value) == (
+        f"model.init_from: {source}: no tensor matches this model (first mismatches: conv1.weight 8x1x3x3 -> "
+        "16x1x3x3; names like 'x.weight' not in the model (its look like 'conv1.weight'))"
+    )
+    torch.save({}, source)
+    with pytest.raises(DlxError, match=r"no tensor matches this model \(the file holds no tensors\)$"):
+        apply(model, cfg)
+    # One fitting tensor is enough: the report lists the rest.
+    torch.save({"conv1.weight": torch.randn(16, 1, 3, 3), "x.weight": torch.randn(3)}, source)
+    report = apply(model, cfg).report
+    assert report is not None and report.loaded == ["conv1.weight"] and report.unused == ["x.weight"]
+
+
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty torch hub cache, and no network: a download attempt fails at once, as offline."""

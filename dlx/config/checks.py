@@ -179,3 +179,15 @@ def transfer_problems(cfg: ExperimentConfig) -> list[str]:
     if m.head and cfg.optimizer.head_lr is None:
         problems.append("model.head: set optimizer.head_lr, the head's learning rate")
     return problems
+
+
+def schedule_problems(cfg: ExperimentConfig) -> list[str]:
+    """Cross-section checks of schedule.args that need train.epochs, as ``section.key: message``."""
+    from dlx.schedule import milestone_problem
+
+    s = cfg.schedule
+    if s.name == "multistep" and s.args.get("milestones") is not None:
+        problem = milestone_problem(s.args["milestones"], cfg.train.epochs)
+        if problem:
+            return [f"schedule.args.milestones: {problem}"]
+    return []

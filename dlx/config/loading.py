@@ -94,14 +94,46 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+# Sections whose ``args`` are keywords of the thing ``name`` picks: a new name makes the file's args meaningless.
+NAMED_SECTIONS = ("model", "init", "optimizer", "schedule")
+
+
+def _set(out: dict[str, Any], item: str, keys: list[str], value: Any) -> None:
+    try:
+        set_dotted(out, keys, value)
+    except ValueError as e:
+        raise ConfigError([f"--set {item!r}: {e}"]) from None
+
+
+def _drop_args_of_renamed(
+    data: dict[str, Any], out: dict[str, Any], section: str, parsed: list[tuple[str, list[str], Any]]
+) -> None:
+    """``--set <section>.name=other`` drops the args the file gave the old name; ``--set <section>.args...`` stay."""
+    touched = [keys for _, keys, _ in parsed if keys[0] == section]
+    if [section, "name"] not in touched or [section] in touched:
+        return
+    before, after = data.get(section), out.get(section)
+    if not isinstance(before, dict) or not before.get("args") or not isinstance(after, dict):
+        return
+    default = ExperimentConfig.model_fields[section].annotation.model_fields["name"].default
+    if after.get("name") == before.get("name", default):
+        return
+    after.pop("args", None)
+    for item, keys, value in parsed:
+        if keys[:2] == [section, "args"]:
+            _set(out, item, keys, value)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set key=value`` items applied in order. One that changes a ``<section>.name`` (model, init, optimizer,
+    schedule) also drops the args the file gave that section (they belong to the old name), keeping only args
+    set by ``--set <section>.args...``; nothing is printed (the README says so)."""
+    parsed = [(item, *parse_override(item)) for item in overrides]
     out = copy.deepcopy(data)
-    for item in overrides:
-        keys, value = parse_override(item)
-        try:
-            set_dotted(out, keys, value)
-        except ValueError as e:
-            raise ConfigError([f"--set {item!r}: {e}"]) from None
+    for item, keys, value in parsed:
+        _set(out, item, keys, value)
+    for section in NAMED_SECTIONS:
+        _drop_args_of_renamed(data, out, section, parsed)
     return out
 
 

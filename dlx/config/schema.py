@@ -20,6 +20,7 @@ from dlx.config.checks import (
     model_problems,
     models,
     optimizers,
+    schedule_problems,
     schedules,
     transfer_problems,
 )
@@ -107,6 +108,11 @@ class InitConfig(Section):
     @model_validator(mode="after")
     def _args_accepted(self) -> InitConfig:
         check_kwargs(f"initializer {self.name!r}", initializers().get(self.name), self.args, {"tensor"})
+        if self.name == "default" and self.bias != 0.0:
+            raise ValueError(
+                "bias: only with an initializer other than 'default' (default keeps PyTorch's own biases); "
+                f"got {self.bias:g}"
+            )
         return self
 
 
@@ -242,6 +248,7 @@ class ExperimentConfig(Section):
             if getattr(self.regularization, key) is not None and not accepts(factory, key)
         ]
         problems += transfer_problems(self)  # weights, init_from, head / head_lr
+        problems += schedule_problems(self)  # multistep milestones inside train.epochs
         if problems:
             raise ValueError(" | ".join(problems))
         return self

@@ -3,6 +3,11 @@
 Each epoch draws one permutation (from the global RNG, which the trainer seeds per epoch);
 a batch is an index slice of it, converted to float, augmented as a batch and normalized on
 the device. No DataLoader, no worker processes, no PIL, no per-image Python.
+
+Training batches drop the incomplete last batch (``drop_last``, as airbench and timm do): a final batch of
+one image would break batch norm over features (BatchNorm1d) and a small one gives a noisy step. The images
+left out differ each epoch, as the permutation does. A training split smaller than one batch is kept as a
+single short batch rather than leaving an epoch without steps. Evaluation keeps every image.
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ class Batches:
         shuffle: bool = False,
         augment: Augment | None = None,
         channels_last: bool = False,
+        drop_last: bool = False,
     ) -> None:
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.drop_last = drop_last
         self.augment = augment if augment is not None and augment.enabled else None
         self.channels_last = channels_last
         device = split.images.device
@@ -58,13 +65,17 @@ class Batches:
             self.mean = self.inv_std = None
 
     def __len__(self) -> int:
-        return (len(self.split) + self.batch_size - 1) // self.batch_size
+        """Batches per pass (what schedules count as steps per epoch): full ones only with ``drop_last``."""
+        n = len(self.split)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.split)
         device = self.split.images.device
         order = torch.randperm(n, device=device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             if order is None:
                 xb = self.split.images[start : start + self.batch_size]
                 yb = self.split.labels[start : start + self.batch_size]

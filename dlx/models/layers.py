@@ -130,15 +130,19 @@ def replace_activations(module: nn.Module, name: str) -> None:
             replace_activations(child, name)
 
 
-# Set on a BatchNorm layer whose gamma starts at zero (the last BN of a residual branch, Goyal et al. 2017), so
-# that an initializer resetting BN layers to gamma=1 can keep it at zero: the block then starts as the identity.
-ZERO_INIT_ATTR = "zero_init_gamma"
+# Set on the layer that silences a residual branch at the start (Goyal et al. 2017): the branch's last BatchNorm
+# (gamma = 0) or, without batch norm, its last conv (weight and bias 0, as Fixup does). dlx.init.initialize keeps
+# such a layer at zero under every initializer, so the block starts as the identity.
+ZERO_INIT_ATTR = "zero_init"
 
 
-def zero_init_(bn: nn.Module) -> None:
-    """Start a BatchNorm layer's scale at zero and mark it (``ZERO_INIT_ATTR``) for re-initializers."""
-    nn.init.zeros_(bn.weight)
-    setattr(bn, ZERO_INIT_ATTR, True)
+def zero_init_(layer: nn.Module) -> None:
+    """Start a layer at zero (a BatchNorm's scale and shift, or a conv's weight and bias) and mark it
+    (``ZERO_INIT_ATTR``) so that re-initializers keep it there."""
+    nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    setattr(layer, ZERO_INIT_ATTR, True)
 
 
 class AuxOutput(NamedTuple):

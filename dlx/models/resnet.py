@@ -142,11 +142,8 @@ def init_resnet(model: nn.Module, zero_init_residual: bool, batch_norm: bool) ->
         for m in model.modules():
             if isinstance(m, BasicBlock | Bottleneck):
                 conv, bn = m.last_layers()
-                if batch_norm:
-                    zero_init_(bn)
-                else:
-                    # No norm to silence the branch: zero its last conv instead (as Fixup does).
-                    nn.init.zeros_(conv.weight)
+                # No norm to silence the branch: zero its last conv instead (as Fixup does). Either is marked.
+                zero_init_(bn if batch_norm else conv)
 
 
 class ResNet(nn.Module):
