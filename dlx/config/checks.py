@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dlx.registry import closest, unknown_name_message
 
-if TYPE_CHECKING:
-    from dlx.config.schema import ExperimentConfig, ModelConfig
+# The sections arrive as ``model: ModelConfig`` / ``cfg: ExperimentConfig`` objects of dlx.config.schema, which
+# imports this module: they are typed ``Any`` here so that the two modules do not import each other.
+ModelConfig = Any
+ExperimentConfig = Any
 
 
 def check_name(kind: str, registry_getter: Callable[[], Any], name: str) -> str:

@@ -150,9 +150,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     data = _resolve_extends(path)
     data = apply_overrides(data, overrides or [])
     data.setdefault("name", path.stem)
-    cfg = validate(data, str(path))
-    cfg._source_file = str(path)
-    return cfg
+    return validate(data, str(path)).from_file(str(path))
 
 
 def config_from_dict(data: dict[str, Any], label: str = "<config>") -> ExperimentConfig:

@@ -231,6 +231,11 @@ class ExperimentConfig(Section):
     def source_file(self) -> str | None:
         return self._source_file
 
+    def from_file(self, path: str | None) -> ExperimentConfig:
+        """Remember the experiment file this config came from (runs record its project's git commit); self."""
+        self._source_file = None if path is None else str(path)
+        return self
+
     def __eq__(self, other: object) -> bool:
         # Two configs are equal when they describe the same experiment, wherever each was read from.
         return isinstance(other, ExperimentConfig) and self.to_dict() == other.to_dict()
