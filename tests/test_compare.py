@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare, load_runs, make_rows, render
-from dlx.compare_plots import heatmaps, pareto_front
+from dlx.compare.plots import heatmaps, pareto_front
 from dlx.errors import DlxError
 from tests.conftest import tiny
 

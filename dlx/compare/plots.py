@@ -18,7 +18,8 @@ from dlx.numbers import finite
 from dlx.runs import write_png_atomic
 
 if TYPE_CHECKING:
-    from dlx.compare import Row, RunRecord
+    from dlx.compare.records import RunRecord
+    from dlx.compare.table import Row
 
 DPI = 110
 MAX_CURVES = 12  # more lines than this are unreadable in one plot
@@ -35,9 +36,6 @@ def _save(fig: Figure, path: Path) -> Path:
     return write_png_atomic(fig, path, DPI)
 
 
-_num = finite
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
@@ -52,7 +50,7 @@ def grid_of(runs: list[RunRecord], summary_key: str) -> tuple[list[float], list[
     sums = np.zeros((len(depths), len(widths)))
     counts = np.zeros_like(sums)
     for r in runs:
-        value = _num(r.summary.get(summary_key))
+        value = finite(r.summary.get(summary_key))
         if value is None:
             continue
         i, j = depths.index(float(r.summary["model"]["depth"])), widths.index(float(r.summary["model"]["width"]))
@@ -65,7 +63,7 @@ def grid_of(runs: list[RunRecord], summary_key: str) -> tuple[list[float], list[
 
 def _has_width_depth(r: RunRecord) -> bool:
     model = r.summary.get("model")
-    return isinstance(model, dict) and _num(model.get("width")) is not None and _num(model.get("depth")) is not None
+    return isinstance(model, dict) and finite(model.get("width")) is not None and finite(model.get("depth")) is not None
 
 
 def heatmaps(runs: list[RunRecord], out_dir: Path) -> dict[Path, np.ndarray]:
@@ -93,8 +91,8 @@ def heatmaps(runs: list[RunRecord], out_dir: Path) -> dict[Path, np.ndarray]:
             ax.set_xlabel("width multiplier")
             ax.set_ylabel("depth multiplier")
             ax.set_title(f"{model}: {title}")
-            finite = matrix[np.isfinite(matrix)]
-            middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+            known = matrix[np.isfinite(matrix)]
+            middle = (known.min() + known.max()) / 2 if known.size else 0.0
             for i in range(len(depths)):
                 for j in range(len(widths)):
                     if np.isfinite(matrix[i, j]):
@@ -119,8 +117,8 @@ def learning_curves(rows: list[Row], path: Path) -> Path | None:
         label = str(r.summary.get("run_id", r.path.name))
         epochs = [row.get("epoch") for row in r.history]
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-            train = [(e, _num(row.get(f"train_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
-            val = [(e, _num(row.get(f"val_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
+            train = [(e, finite(row.get(f"train_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
+            val = [(e, finite(row.get(f"val_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
             train = [(e, v) for e, v in train if v is not None]
             val = [(e, v) for e, v in val if v is not None]
             if train:
@@ -168,8 +166,8 @@ def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path
     """Accuracy (test, else best validation) against a cost column, the Pareto front marked."""
     items = []
     for row in rows:
-        acc_key = "test_acc" if _num(row.values.get("test_acc")) is not None else "val_acc"
-        x, y = _num(row.values.get(cost)), _num(row.values.get(acc_key))
+        acc_key = "test_acc" if finite(row.values.get("test_acc")) is not None else "val_acc"
+        x, y = finite(row.values.get(cost)), finite(row.values.get(acc_key))
         if x is not None and y is not None and x > 0:
             items.append((x, y, row.std.get(acc_key, 0.0), str(row.values.get("run"))))
     if len(items) < 2:
