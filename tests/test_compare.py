@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,11 +23,15 @@ runner = CliRunner()
 
 
 def fake_run(root: Path, run_id: str, *, width: float = 1.0, depth: float = 1.0, seed: int = 0,
-             test_acc: float = 0.9, status: str = "completed", name: str = "grid") -> Path:  # fmt: skip
-    """A run folder as fit writes it: config.yaml, summary.json, metrics.jsonl (two epochs)."""
+             test_acc: float = 0.9, status: str = "completed", name: str = "grid",
+             config: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """A run folder as fit writes it: config.yaml, summary.json, metrics.jsonl (two epochs).
+
+    ``config``: more dotted config keys, e.g. ``{"optimizer.lr": 0.01}``.
+    """
     path = root / name / run_id
     path.mkdir(parents=True)
-    cfg = tiny(root, **{"model.width": width, "model.depth": depth})
+    cfg = tiny(root, **{"model.width": width, "model.depth": depth, **(config or {})})
     cfg["seed"], cfg["name"] = seed, name
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     history = [
@@ -149,3 +154,21 @@ def test_heatmap_has_the_grid_shape(grid: Path, tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     points = [(10, 0.9), (20, 0.95), (15, 0.85), (30, 0.95), (5, 0.5), (20, 0.97)]
     assert pareto_front(points) == [4, 0, 5]
+
+
+def test_heatmaps_average_only_runs_that_differ_by_seed(tmp_path: Path) -> None:
+    """Runs of one width and depth but another learning rate are two heat maps, never one averaged cell."""
+    root = tmp_path / "runs"
+    for w in (1.0, 2.0):
+        fake_run(root, f"w{w:g}-lr0.01-s0", width=w, test_acc=0.10, config={"optimizer.lr": 0.01})
+        fake_run(root, f"w{w:g}-lr0.001-s0", width=w, test_acc=0.99, config={"optimizer.lr": 0.001})
+    fake_run(root, "w1-lr0.001-s1", width=1.0, seed=1, test_acc=0.97, config={"optimizer.lr": 0.001})
+    runs, _ = load_runs([root])
+    pics = tmp_path / "pics"
+    maps = heatmaps(runs, pics)
+    assert pics / "heatmap_test_acc.png" not in maps
+    assert maps[pics / "heatmap_test_acc_lr0.01.png"].tolist() == [[0.10, 0.10]]  # depth 1 x widths 1, 2
+    high = maps[pics / "heatmap_test_acc_lr0.001.png"]
+    assert high[0, 0] == pytest.approx(0.98) and high[0, 1] == pytest.approx(0.99)  # seeds 0 and 1 averaged
+    assert {p.name for p in maps} == {f"heatmap_{m}_{lr}.png" for m in ("test_acc", "wall_seconds", "parameters")
+                                      for lr in ("lr0.01", "lr0.001")}  # fmt: skip

@@ -6,16 +6,19 @@ dlx.report. Import lazily: matplotlib takes a while to import.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from dlx.compare.table import configuration
 from dlx.numbers import finite
 from dlx.runs import write_png_atomic
+from dlx.sweep import abbreviations, cell_name, format_value, name_part
 
 if TYPE_CHECKING:
     from dlx.compare.records import RunRecord
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 DPI = 110
 MAX_CURVES = 12  # more lines than this are unreadable in one plot
+GRID_KEYS = ("model.width", "model.depth")  # the axes of a heat map
 
 # What a heat map can show: (file suffix, title, value of a run, cell text).
 HEATMAP_METRICS: tuple[tuple[str, str, str, str], ...] = (
@@ -66,39 +70,71 @@ def _has_width_depth(r: RunRecord) -> bool:
     return isinstance(model, dict) and finite(model.get("width")) is not None and finite(model.get("depth")) is not None
 
 
+def configurations(runs: list[RunRecord]) -> list[tuple[dict[str, Any], list[RunRecord]]]:
+    """The runs of one grid split by every config key besides width, depth and seed whose values differ.
+
+    Returns ({key: value} naming the split, its runs) in a stable order; one ({}, runs) when nothing
+    else differs. A heat map cell may only average runs that differ by seed.
+    """
+    configs = [configuration(r) for r in runs]
+    keys = sorted({k for c in configs for k in c} - set(GRID_KEYS))
+    varying = [k for k in keys if len({c.get(k) for c in configs}) > 1]
+    groups: dict[tuple[str | None, ...], list[RunRecord]] = {}
+    for r, c in zip(runs, configs, strict=True):
+        groups.setdefault(tuple(c.get(k) for k in varying), []).append(r)
+    return [
+        ({k: None if v is None else json.loads(v) for k, v in zip(varying, values, strict=True)}, members)
+        for values, members in sorted(groups.items(), key=lambda item: [v or "" for v in item[0]])
+    ]
+
+
+def _heatmap(model: str, title: str, text: str, widths: list[float], depths: list[float], matrix: np.ndarray) -> Figure:
+    fig = Figure(figsize=(1.4 + 1.1 * len(widths), 1.2 + 0.8 * len(depths)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(matrix), origin="lower", cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, shrink=0.9)
+    ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("width multiplier")
+    ax.set_ylabel("depth multiplier")
+    ax.set_title(f"{model}: {title}", fontsize=10)
+    known = matrix[np.isfinite(matrix)]
+    middle = (known.min() + known.max()) / 2 if known.size else 0.0
+    for i in range(len(depths)):
+        for j in range(len(widths)):
+            if np.isfinite(matrix[i, j]):
+                color = "black" if matrix[i, j] > middle else "white"  # readable on viridis
+                ax.text(j, i, text.format(matrix[i, j]), ha="center", va="center", color=color, fontsize=9)
+    return fig
+
+
 def heatmaps(runs: list[RunRecord], out_dir: Path) -> dict[Path, np.ndarray]:
-    """A width x depth heat map per metric (and per model) where the runs span such a grid."""
+    """A width x depth heat map per metric (and per model) where the runs span such a grid.
+
+    Runs that differ in more than width, depth and seed (another learning rate, say) get heat maps of
+    their own, named after the values (``heatmap_test_acc_lr0.01.png``): cells average seeds only.
+    """
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
         if _has_width_depth(r):
             by_model.setdefault(str(r.summary["model"].get("name")), []).append(r)
     written: dict[Path, np.ndarray] = {}
-    for model, members in sorted(by_model.items()):
-        widths, depths, _ = grid_of(members, "test_acc")
-        if len(widths) * len(depths) < 2:
-            continue  # one model size is not a grid
-        for suffix, title, key, text in HEATMAP_METRICS:
-            _, _, matrix = grid_of(members, key)
-            if np.isnan(matrix).all():
-                continue
-            name = f"heatmap_{suffix}.png" if len(by_model) == 1 else f"heatmap_{_slug(model)}_{suffix}.png"
-            fig = Figure(figsize=(1.4 + 1.1 * len(widths), 1.2 + 0.8 * len(depths)), layout="constrained")
-            ax = fig.add_subplot()
-            image = ax.imshow(np.ma.masked_invalid(matrix), origin="lower", cmap="viridis", aspect="auto")
-            fig.colorbar(image, ax=ax, shrink=0.9)
-            ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
-            ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
-            ax.set_xlabel("width multiplier")
-            ax.set_ylabel("depth multiplier")
-            ax.set_title(f"{model}: {title}")
-            known = matrix[np.isfinite(matrix)]
-            middle = (known.min() + known.max()) / 2 if known.size else 0.0
-            for i in range(len(depths)):
-                for j in range(len(widths)):
-                    if np.isfinite(matrix[i, j]):
-                        color = "black" if matrix[i, j] > middle else "white"  # readable on viridis
-                        ax.text(j, i, text.format(matrix[i, j]), ha="center", va="center", color=color, fontsize=9)
-            written[_save(fig, out_dir / name)] = matrix
+    for model, model_runs in sorted(by_model.items()):
+        for values, members in configurations(model_runs):
+            widths, depths, _ = grid_of(members, "test_acc")
+            if len(widths) * len(depths) < 2:
+                continue  # one model size is not a grid
+            short = abbreviations(list(values))
+            tag = cell_name([name_part(short[k], v) for k, v in values.items()]) if values else ""
+            which = ", ".join(f"{k}={'unset' if v is None else format_value(v)}" for k, v in values.items())
+            for suffix, title, key, text in HEATMAP_METRICS:
+                _, _, matrix = grid_of(members, key)
+                if np.isnan(matrix).all():
+                    continue
+                stem = f"heatmap_{suffix}" if len(by_model) == 1 else f"heatmap_{_slug(model)}_{suffix}"
+                name = f"{stem}_{tag}.png" if tag else f"{stem}.png"
+                fig = _heatmap(model, f"{title} ({which})" if which else title, text, widths, depths, matrix)
+                written[_save(fig, out_dir / name)] = matrix
     return written
 
 

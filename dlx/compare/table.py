@@ -102,16 +102,25 @@ class Row:
         return len(self.runs)
 
 
+def configuration(r: RunRecord) -> dict[str, str]:
+    """The run's config as {dotted key: value as JSON text}, without the NOT_CONFIGURATION keys."""
+    flat: dict[str, str] = {}
+    stack: list[tuple[str, dict[str, Any]]] = [("", r.config)]
+    while stack:
+        prefix, node = stack.pop()
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if any(key == n or key.startswith(f"{n}.") for n in NOT_CONFIGURATION):
+                continue
+            if isinstance(v, dict) and v:
+                stack.append((f"{key}.", v))
+            else:
+                flat[key] = json.dumps(v, sort_keys=True, default=str)
+    return flat
+
+
 def configuration_key(r: RunRecord) -> str:
-    config = json.loads(json.dumps(r.config, default=str))
-    for key in NOT_CONFIGURATION:
-        *parents, last = key.split(".")
-        node = config
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return json.dumps(config, sort_keys=True)
+    return json.dumps(configuration(r), sort_keys=True)
 
 
 def _group_label(runs: list[RunRecord]) -> str:
