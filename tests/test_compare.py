@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare, load_runs, make_rows, render
-from dlx.compare.plots import heatmaps, pareto_front
+from dlx.compare.plots import heatmaps, pareto_figure, pareto_front
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -172,3 +172,27 @@ def test_heatmaps_average_only_runs_that_differ_by_seed(tmp_path: Path) -> None:
     assert high[0, 0] == pytest.approx(0.98) and high[0, 1] == pytest.approx(0.99)  # seeds 0 and 1 averaged
     assert {p.name for p in maps} == {f"heatmap_{m}_{lr}.png" for m in ("test_acc", "wall_seconds", "parameters")
                                       for lr in ("lr0.01", "lr0.001")}  # fmt: skip
+
+
+def test_pareto_axis_names_its_metric_and_the_legend_covers_no_point(grid: Path) -> None:
+    runs, _ = load_runs([grid])
+    fig = pareto_figure(make_rows(runs), "params", "parameters")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test accuracy"
+    fig.draw_without_rendering()
+    legend, area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= area.x1 or legend.y0 >= area.y1  # beside or above the axes, not on the points
+
+    # One configuration without a test accuracy: every point is a best validation accuracy, and the axis says so.
+    for run_id, change in (("w2-d2-s0", {"test_acc": None}), ("w1-d0.5-s0", {"best_val_acc": 0.6})):
+        summary_path = grid / "grid" / run_id / "summary.json"
+        summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), **change}))
+    runs, _ = load_runs([grid])
+    fig = pareto_figure(make_rows(runs), "params", "parameters")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "best validation accuracy"
+    assert "no test accuracy for 1 of 6 configurations" in ax.get_title()
+    points = ax.containers[0].lines[0].get_ydata()  # the errorbar markers
+    assert sorted(points) == sorted(r.values["val_acc"] for r in make_rows(runs))

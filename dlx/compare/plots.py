@@ -198,19 +198,29 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path | None:
-    """Accuracy (test, else best validation) against a cost column, the Pareto front marked."""
-    items = []
+def pareto_figure(rows: list[Row], cost: str, cost_label: str) -> Figure | None:
+    """Accuracy against a cost column, the Pareto front marked; None with fewer than two points.
+
+    One metric for every point: test accuracy when every configuration has one, else best validation
+    accuracy for all of them (the title says why); the y axis names it.
+    """
+    candidates: list[tuple[float, Row]] = []
     for row in rows:
-        acc_key = "test_acc" if finite(row.values.get("test_acc")) is not None else "val_acc"
-        x, y = finite(row.values.get(cost)), finite(row.values.get(acc_key))
-        if x is not None and y is not None and x > 0:
-            items.append((x, y, row.std.get(acc_key, 0.0), str(row.values.get("run"))))
+        x = finite(row.values.get(cost))
+        if x is not None and x > 0:
+            candidates.append((x, row))
+    untested = sum(finite(row.values.get("test_acc")) is None for _, row in candidates)
+    acc_key, acc_label = ("val_acc", "best validation accuracy") if untested else ("test_acc", "test accuracy")
+    items = [
+        (x, y, row.std.get(acc_key, 0.0), str(row.values.get("run")))
+        for x, row in candidates
+        if (y := finite(row.values.get(acc_key))) is not None
+    ]
     if len(items) < 2:
         return None
     points = [(x, y) for x, y, _, _ in items]
     front = pareto_front(points)
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    fig = Figure(figsize=(8.5, 5), layout="constrained")
     ax = fig.add_subplot()
     xs, ys, errs = zip(*((x, y, e) for x, y, e, _ in items), strict=True)
     ax.errorbar(xs, ys, yerr=errs, fmt="o", color="0.55", ecolor="0.75", capsize=2, label="configurations")
@@ -221,12 +231,20 @@ def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path
         ax.annotate(items[i][3], points[i], textcoords="offset points", xytext=(5, -10), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(cost_label)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(acc_label)
     ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.1%}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
-    ax.set_title(f"accuracy against {cost_label}")
-    return _save(fig, path)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)  # beside the axes: it hides no point
+    title = f"{acc_label} against {cost_label}"
+    if untested:
+        title += f"\n(no test accuracy for {untested} of {len(candidates)} configurations)"
+    ax.set_title(title)
+    return fig
+
+
+def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path | None:
+    fig = pareto_figure(rows, cost, cost_label)
+    return None if fig is None else _save(fig, path)
 
 
 def draw_all(runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path) -> list[Path]:
