@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare, load_runs, make_rows, render
-from dlx.compare.plots import heatmaps, pareto_figure, pareto_front
+from dlx.compare.plots import MAX_CURVES, curve_runs, curves_figure, heatmaps, pareto_figure, pareto_front
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -196,3 +196,29 @@ def test_pareto_axis_names_its_metric_and_the_legend_covers_no_point(grid: Path)
     assert "no test accuracy for 1 of 6 configurations" in ax.get_title()
     points = ax.containers[0].lines[0].get_ydata()  # the errorbar markers
     assert sorted(points) == sorted(r.values["val_acc"] for r in make_rows(runs))
+
+
+def test_curves_say_how_many_runs_they_leave_out(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    total = MAX_CURVES + 3
+    for i in range(total):  # seeds of one configuration, accuracies in no order: 0.80, 0.87, 0.94, ...
+        fake_run(root, f"r{i}", seed=i, test_acc=0.80 + (7 * i % total) / 100)
+    result = compare([root], output=tmp_path / "pics")
+    note = f"curves.png shows {MAX_CURVES} of {total} runs"
+    assert [n for n in result.notes if n.startswith(note)], result.notes
+    runs, shown_of = curve_runs(result.rows)
+    assert shown_of == total and len(runs) == MAX_CURVES
+    accs = [r.summary["test_acc"] for r in runs]
+    assert accs == sorted(accs, reverse=True) and min(accs) > 0.80 + 2 / 100  # the three worst are left out
+    fig = curves_figure(runs, total)
+    assert fig.get_suptitle() == f"{MAX_CURVES} of {total} runs shown (best test accuracy first)"
+    cli = runner.invoke(app, ["compare", str(root), "--output", str(tmp_path / "cli")])
+    assert cli.exit_code == 0 and note in cli.output
+
+
+def test_curves_of_few_runs_show_them_all_without_a_note(grid: Path, tmp_path: Path) -> None:
+    result = compare([grid], output=tmp_path / "pics")
+    assert not result.notes
+    runs, total = curve_runs(result.rows)
+    assert len(runs) == total == 7
+    assert curves_figure(runs, total).get_suptitle() == ""

@@ -11,7 +11,7 @@ pictures are asked for). Neither records nor table imports plots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlx.compare.records import RunRecord, Skipped, load_runs
@@ -28,6 +28,7 @@ class Comparison:
     columns: list[str]
     skipped: list[Skipped]
     pictures: list[Path]
+    notes: list[str] = field(default_factory=list)  # for the reader, like the skipped folders (stderr)
 
 
 def compare(
@@ -56,9 +57,10 @@ def compare(
     shown = rows[:top] if top is not None else rows
     cols = parse_columns(columns, shown)
     pictures: list[Path] = []
+    notes: list[str] = []
     if output is not None:
         from dlx.compare import plots  # matplotlib only when pictures are asked for
 
         # Heat maps and Pareto fronts show every configuration; the curves only the chosen (top-k) ones.
-        pictures = plots.draw_all(runs, rows, shown, Path(output))
-    return Comparison(runs, shown, cols, skipped, pictures)
+        pictures, notes = plots.draw_all(runs, rows, shown, Path(output))
+    return Comparison(runs, shown, cols, skipped, pictures, notes)

@@ -141,12 +141,30 @@ def heatmaps(runs: list[RunRecord], out_dir: Path) -> dict[Path, np.ndarray]:
 # ---------------------------------------------------------------------------- learning curves
 
 
-def learning_curves(rows: list[Row], path: Path) -> Path | None:
-    """Loss and accuracy per epoch of the chosen runs: training dashed, validation solid, one color per run."""
-    runs = [r for row in rows for r in row.runs if r.history][:MAX_CURVES]
-    if not runs:
-        return None
+def _best_first(r: RunRecord) -> tuple[int, float]:
+    test, val = finite(r.summary.get("test_acc")), finite(r.summary.get("best_val_acc"))
+    return (0, -test) if test is not None else (1, -val) if val is not None else (2, 0.0)
+
+
+def curve_runs(rows: list[Row]) -> tuple[list[RunRecord], int]:
+    """The runs the curves draw, and how many had a history: in table order, or the best MAX_CURVES.
+
+    Best: by test accuracy, then (runs without one) by best validation accuracy.
+    """
+    runs = [r for row in rows for r in row.runs if r.history]
+    if len(runs) <= MAX_CURVES:
+        return runs, len(runs)
+    return sorted(runs, key=_best_first)[:MAX_CURVES], len(runs)
+
+
+def curves_figure(runs: list[RunRecord], total: int) -> Figure:
+    """Loss and accuracy per epoch of ``runs``: training dashed, validation solid, one color per run.
+
+    ``total``: how many runs there were to draw; when more than ``runs``, the title says so.
+    """
     fig = Figure(figsize=(12, 4.6), layout="constrained")
+    if len(runs) < total:
+        fig.suptitle(f"{len(runs)} of {total} runs shown (best test accuracy first)")
     ax_loss, ax_acc = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for r, color in zip(runs, colors, strict=True):
@@ -180,8 +198,8 @@ def learning_curves(rows: list[Row], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     ax_loss.set_yscale("log")
     ax_acc.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
-    ax_acc.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    ax_acc.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: it hides no curve
+    return fig
 
 
 # ---------------------------------------------------------------------------- Pareto fronts
@@ -247,15 +265,23 @@ def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path
     return None if fig is None else _save(fig, path)
 
 
-def draw_all(runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path) -> list[Path]:
-    """Every picture that the runs allow; returns the files written."""
+def draw_all(runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Every picture that the runs allow: the files written, and notes for the reader (runs left out)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = list(heatmaps(runs, out_dir))
+    notes: list[str] = []
+    curves, total = curve_runs(chosen)
+    if curves:
+        written.append(_save(curves_figure(curves, total), out_dir / "curves.png"))
+    if len(curves) < total:
+        notes.append(
+            f"curves.png shows {len(curves)} of {total} runs (best test accuracy first; more are unreadable); "
+            "choose others with --top, --sort or --where"
+        )
     for picture in (
-        learning_curves(chosen, out_dir / "curves.png"),
         pareto_plot(rows, "params", "parameters", out_dir / "pareto_parameters.png"),
         pareto_plot(rows, "wall", "wall seconds", out_dir / "pareto_seconds.png"),
     ):
         if picture is not None:
             written.append(picture)
-    return written
+    return written, notes
