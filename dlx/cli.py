@@ -167,6 +167,7 @@ def compare(
         else:
             sys.stdout.write(render(result.rows, result.columns, format_, title))
         notes = [f"skipped {s.path}: {s.reason}" for s in result.skipped]
+        notes += result.notes
         notes += [f"wrote {p}" for p in result.pictures]
         for line in notes:
             _err(line)

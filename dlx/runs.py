@@ -85,6 +85,7 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
+RUN_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_JSONL)  # any of them makes a folder a run folder
 
 
 def new_run_id() -> str:
@@ -115,6 +116,10 @@ class Run:
     @property
     def summary_path(self) -> Path:
         return self.path / SUMMARY_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_JSONL
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -150,7 +155,7 @@ class Run:
         Rewriting (not appending) keeps both files equal to the checkpoint's history, also after a
         resume that replays epochs an interrupted process had started.
         """
-        write_text_atomic(self.path / METRICS_JSONL, "".join(json.dumps(row) + "\n" for row in history))
+        write_text_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in history))
         columns: list[str] = []
         for row in history:
             columns += [k for k in row if k not in columns]
@@ -162,10 +167,9 @@ class Run:
         write_text_atomic(self.path / METRICS_CSV, buf.getvalue())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / METRICS_JSONL
-        if not path.exists():
+        if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     # --- exclusive use
     def acquire(self) -> None:
@@ -232,16 +236,32 @@ def open_run(path: str | os.PathLike[str]) -> Run:
     return Run(path)
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / SUMMARY_FILE).is_file()
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """A run folder, finished or not: it holds a file dlx writes into every run (RUN_FILES).
+
+    Whether the run is complete (a summary with a status, a config) is for its reader to check.
+    """
+    return any((Path(path) / name).is_file() for name in RUN_FILES)
 
 
-def find_runs(root: str | os.PathLike[str]) -> list[Path]:
-    """Every run directory at or below ``root`` (a folder holding config.yaml and summary.json)."""
+def find_runs(root: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
+    """The run folders at or below ``root``, and the leaf folders below it that are not runs.
+
+    Hidden folders (.logs, .git) and a run's checkpoints are never searched, and runs do not nest:
+    nothing below a run folder is a run. Both lists come in walk order, folders sorted by name.
+    """
     root = Path(root)
-    if is_run_dir(root):
-        return [root]
-    return sorted(p.parent for p in root.rglob(SUMMARY_FILE) if (p.parent / CONFIG_FILE).is_file())
+    runs: list[Path] = []
+    others: list[Path] = []
+    for folder, dirnames, _ in os.walk(root):
+        path = Path(folder)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != CHECKPOINT_DIR)
+        if is_run_dir(path):
+            runs.append(path)
+            dirnames[:] = []
+        elif not dirnames and path != root:
+            others.append(path)
+    return runs, others
 
 
 # ---------------------------------------------------------------------------- sweeps

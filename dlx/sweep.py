@@ -225,7 +225,7 @@ def abbreviations(keys: list[str]) -> dict[str, str]:
     return {k: (k.replace(".", "_") if v and counts[v] > 1 else v) for k, v in short.items()}
 
 
-def _part(short: str, value: Any) -> str:
+def name_part(short: str, value: Any) -> str:
     text = format_value(value)
     # "l2" + "0.01" would read as "l20.01": separate a digit-final key from a digit-first value.
     sep = "_" if short[-1:].isdigit() and text[:1].isdigit() else ""
@@ -257,7 +257,7 @@ def expand(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     short = abbreviations(list(dict.fromkeys(keys)))
 
     def parts(values: dict[str, Any]) -> list[str]:
-        return [_part(short[k], v) for k, v in values.items()]
+        return [name_part(short[k], v) for k, v in values.items()]
 
     cells = []
     for point, (vlabel, vvalues), (rlabel, rvalues), seed in itertools.product(
@@ -269,7 +269,7 @@ def expand(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
         values = {**point, **vvalues, **rvalues}
         if seed is not None:
             values["seed"] = seed
-            names.append(_part(short["seed"], seed))
+            names.append(name_part(short["seed"], seed))
         cells.append((cell_name(names), values))
     return cells
 

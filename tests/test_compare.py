@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare, load_runs, make_rows, render
-from dlx.compare_plots import heatmaps, pareto_front
+from dlx.compare.plots import MAX_CURVES, curve_runs, curves_figure, heatmaps, pareto_figure, pareto_front
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -22,11 +23,15 @@ runner = CliRunner()
 
 
 def fake_run(root: Path, run_id: str, *, width: float = 1.0, depth: float = 1.0, seed: int = 0,
-             test_acc: float = 0.9, status: str = "completed", name: str = "grid") -> Path:  # fmt: skip
-    """A run folder as fit writes it: config.yaml, summary.json, metrics.jsonl (two epochs)."""
+             test_acc: float = 0.9, status: str = "completed", name: str = "grid",
+             config: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """A run folder as fit writes it: config.yaml, summary.json, metrics.jsonl (two epochs).
+
+    ``config``: more dotted config keys, e.g. ``{"optimizer.lr": 0.01}``.
+    """
     path = root / name / run_id
     path.mkdir(parents=True)
-    cfg = tiny(root, **{"model.width": width, "model.depth": depth})
+    cfg = tiny(root, **{"model.width": width, "model.depth": depth, **(config or {})})
     cfg["seed"], cfg["name"] = seed, name
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     history = [
@@ -149,3 +154,71 @@ def test_heatmap_has_the_grid_shape(grid: Path, tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     points = [(10, 0.9), (20, 0.95), (15, 0.85), (30, 0.95), (5, 0.5), (20, 0.97)]
     assert pareto_front(points) == [4, 0, 5]
+
+
+def test_heatmaps_average_only_runs_that_differ_by_seed(tmp_path: Path) -> None:
+    """Runs of one width and depth but another learning rate are two heat maps, never one averaged cell."""
+    root = tmp_path / "runs"
+    for w in (1.0, 2.0):
+        fake_run(root, f"w{w:g}-lr0.01-s0", width=w, test_acc=0.10, config={"optimizer.lr": 0.01})
+        fake_run(root, f"w{w:g}-lr0.001-s0", width=w, test_acc=0.99, config={"optimizer.lr": 0.001})
+    fake_run(root, "w1-lr0.001-s1", width=1.0, seed=1, test_acc=0.97, config={"optimizer.lr": 0.001})
+    runs, _ = load_runs([root])
+    pics = tmp_path / "pics"
+    maps = heatmaps(runs, pics)
+    assert pics / "heatmap_test_acc.png" not in maps
+    assert maps[pics / "heatmap_test_acc_lr0.01.png"].tolist() == [[0.10, 0.10]]  # depth 1 x widths 1, 2
+    high = maps[pics / "heatmap_test_acc_lr0.001.png"]
+    assert high[0, 0] == pytest.approx(0.98) and high[0, 1] == pytest.approx(0.99)  # seeds 0 and 1 averaged
+    assert {p.name for p in maps} == {f"heatmap_{m}_{lr}.png" for m in ("test_acc", "wall_seconds", "parameters")
+                                      for lr in ("lr0.01", "lr0.001")}  # fmt: skip
+
+
+def test_pareto_axis_names_its_metric_and_the_legend_covers_no_point(grid: Path) -> None:
+    runs, _ = load_runs([grid])
+    fig = pareto_figure(make_rows(runs), "params", "parameters")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test accuracy"
+    fig.draw_without_rendering()
+    legend, area = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= area.x1 or legend.y0 >= area.y1  # beside or above the axes, not on the points
+
+    # One configuration without a test accuracy: every point is a best validation accuracy, and the axis says so.
+    for run_id, change in (("w2-d2-s0", {"test_acc": None}), ("w1-d0.5-s0", {"best_val_acc": 0.6})):
+        summary_path = grid / "grid" / run_id / "summary.json"
+        summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), **change}))
+    runs, _ = load_runs([grid])
+    fig = pareto_figure(make_rows(runs), "params", "parameters")
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "best validation accuracy"
+    assert "no test accuracy for 1 of 6 configurations" in ax.get_title()
+    points = ax.containers[0].lines[0].get_ydata()  # the errorbar markers
+    assert sorted(points) == sorted(r.values["val_acc"] for r in make_rows(runs))
+
+
+def test_curves_say_how_many_runs_they_leave_out(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    total = MAX_CURVES + 3
+    for i in range(total):  # seeds of one configuration, accuracies in no order: 0.80, 0.87, 0.94, ...
+        fake_run(root, f"r{i}", seed=i, test_acc=0.80 + (7 * i % total) / 100)
+    result = compare([root], output=tmp_path / "pics")
+    note = f"curves.png shows {MAX_CURVES} of {total} runs"
+    assert [n for n in result.notes if n.startswith(note)], result.notes
+    runs, shown_of = curve_runs(result.rows)
+    assert shown_of == total and len(runs) == MAX_CURVES
+    accs = [r.summary["test_acc"] for r in runs]
+    assert accs == sorted(accs, reverse=True) and min(accs) > 0.80 + 2 / 100  # the three worst are left out
+    fig = curves_figure(runs, total)
+    assert fig.get_suptitle() == f"{MAX_CURVES} of {total} runs shown (best test accuracy first)"
+    cli = runner.invoke(app, ["compare", str(root), "--output", str(tmp_path / "cli")])
+    assert cli.exit_code == 0 and note in cli.output
+
+
+def test_curves_of_few_runs_show_them_all_without_a_note(grid: Path, tmp_path: Path) -> None:
+    result = compare([grid], output=tmp_path / "pics")
+    assert not result.notes
+    runs, total = curve_runs(result.rows)
+    assert len(runs) == total == 7
+    assert curves_figure(runs, total).get_suptitle() == ""

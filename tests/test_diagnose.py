@@ -57,3 +57,22 @@ def test_no_validation_or_broken_values_never_raise() -> None:
 def test_overfit_streak_takes_the_longest_run() -> None:
     h = rows([5, 4, 3, 2, 1, 0.5, 0.4], [1, 2, 1, 2, 3, 4, 3], [0.5] * 7, [0.5] * 7)
     assert overfit_streak(_evaluated(h)) == (3, 3)
+
+
+def test_validation_at_chance_is_underfitting_whatever_the_gap() -> None:
+    # Training accuracy climbs, validation stays at chance (10 classes): nothing was learnt that generalizes.
+    at_chance = rows([2.3, 1.0, 0.5], [2.30, 2.31, 2.30], [0.5, 0.9, 0.97], [0.10, 0.10, 0.10])
+    d = diagnose(at_chance)
+    assert d["verdict"] == "underfits" and "chance" in d["reason"]
+    assert abs(d["gap"] - 0.87) < 1e-9  # the gap is still reported
+    rising = rows([2.3, 1.0, 0.5], [2.30, 2.31, 2.30], [0.5, 0.9, 0.97], [0.09, 0.10, 0.11])
+    assert diagnose(rising)["verdict"] == "undertrained"
+    # With 100 classes (chance 1%), 10% validation accuracy is not chance: the gap makes it overfit.
+    assert diagnose(at_chance, num_classes=100)["verdict"] == "overfits"
+
+
+def test_low_accuracies_are_underfitting_before_a_gap_is_overfitting() -> None:
+    # Neither accuracy reaches the low bound: first fit the training data, then worry about the gap.
+    low = rows([1.5, 1.2, 1.0], [1.4, 1.3, 1.3], [0.6, 0.7, 0.8], [0.55, 0.6, 0.6])
+    d = diagnose(low)
+    assert d["verdict"] == "underfits" and "low" in d["reason"]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare
-from dlx.compare_plots import heatmaps
+from dlx.compare.plots import heatmaps
 from dlx.errors import ConfigError
 from dlx.runs import Run
 from dlx.sweep import SweepSpec, cell_name, expand, load_sweep

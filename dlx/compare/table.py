@@ -1,8 +1,7 @@
-"""``dlx compare``: read every run below some folders, one table (or CSV / Markdown / JSON), pictures.
+"""The comparison table: columns, one row per configuration, ``--where``, ``--sort``, csv/markdown/json, rich.
 
-Runs that differ only by seed are one configuration: the table shows mean +- std and n. Broken,
-partial or foreign folders are listed as skipped with the reason; they never stop the comparison.
-No torch here: comparing a thousand runs takes a moment, not a GPU.
+Runs that differ only by seed (and output folders) are one configuration: a row shows their mean,
+the std where they differ, and n.
 """
 
 from __future__ import annotations
@@ -10,113 +9,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from dlx.config import parse_override, read_yaml
-from dlx.diagnose import diagnose
-from dlx.errors import ConfigError, DlxError
+from dlx.compare.records import RunRecord
+from dlx.config import parse_override
+from dlx.errors import DlxError
 from dlx.numbers import finite
 from dlx.registry import closest
-from dlx.runs import CHECKPOINT_DIR, CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE
 
 FORMATS = ("table", "csv", "markdown", "json")
 # Keys that do not change what is trained: runs differing only in these (and the seed) are one configuration.
 NOT_CONFIGURATION = ("seed", "output", "data.data_dir", "data.download")
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-@dataclass
-class RunRecord:
-    path: Path
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    history: list[dict[str, Any]]
-    diagnosis: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        return f"{self.summary.get('name', self.path.parent.name)}/{self.summary.get('run_id', self.path.name)}"
-
-
-@dataclass
-class Skipped:
-    path: Path
-    reason: str
-
-
-def _load_run(path: Path, files: set[str]) -> RunRecord | Skipped:
-    if SUMMARY_FILE not in files:
-        return Skipped(path, f"partial run: no {SUMMARY_FILE} (never started, or not made by dlx)")
-    try:
-        summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        return Skipped(path, f"{SUMMARY_FILE} unreadable: {e}")
-    except json.JSONDecodeError as e:
-        return Skipped(path, f"{SUMMARY_FILE} is not valid JSON (line {e.lineno}: {e.msg})")
-    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
-        return Skipped(path, f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})")
-    if CONFIG_FILE not in files:
-        return Skipped(path, f"partial run: no {CONFIG_FILE}")
-    try:
-        config = read_yaml(path / CONFIG_FILE)
-    except ConfigError as e:
-        return Skipped(path, e.problems[0].removeprefix(f"{path / CONFIG_FILE}: ") + f" ({CONFIG_FILE})")
-    history: list[dict[str, Any]] = []
-    if METRICS_JSONL in files:
-        try:
-            lines = (path / METRICS_JSONL).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            return Skipped(path, f"{METRICS_JSONL} unreadable: {e}")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON")
-            if isinstance(row, dict):
-                history.append(row)
-    # Recomputed from the history, so runs made before summaries carried a diagnosis get one too.
-    diag = diagnose(history) if history else (summary.get("diagnosis") or diagnose([]))
-    return RunRecord(path, summary, config, history, diag)
-
-
-def load_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[Skipped]]:
-    """Every run folder at or below ``paths``, and every folder that looked like one but is not."""
-    runs: list[RunRecord] = []
-    skipped: list[Skipped] = []
-    seen: set[Path] = set()
-    for root in map(Path, paths):
-        if not root.exists():
-            raise DlxError(f"{root}: no such file or folder")
-        if not root.is_dir():
-            raise DlxError(f"{root}: not a folder; give a run folder, a sweep folder or a folder of runs")
-        for folder, dirnames, filenames in os.walk(root):
-            path = Path(folder)
-            # Hidden folders (.logs, .git) and a run's own checkpoints are never runs.
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != CHECKPOINT_DIR)
-            files = {f for f in filenames if not f.startswith(".")}
-            if path.resolve() in seen:
-                dirnames[:] = []
-                continue
-            if files & {SUMMARY_FILE, CONFIG_FILE, METRICS_JSONL}:
-                seen.add(path.resolve())
-                dirnames[:] = []  # runs do not nest
-                result = _load_run(path, files)
-                (runs if isinstance(result, RunRecord) else skipped).append(result)  # type: ignore[arg-type]
-            elif not dirnames and path != root:
-                what = "empty folder (a run that never started?)" if not files else f"not a dlx run: no {SUMMARY_FILE}"
-                skipped.append(Skipped(path, what))
-    return runs, skipped
 
 
 # ---------------------------------------------------------------------------- rows and columns
@@ -194,19 +102,25 @@ class Row:
         return len(self.runs)
 
 
-_number = finite
+def configuration(r: RunRecord) -> dict[str, str]:
+    """The run's config as {dotted key: value as JSON text}, without the NOT_CONFIGURATION keys."""
+    flat: dict[str, str] = {}
+    stack: list[tuple[str, dict[str, Any]]] = [("", r.config)]
+    while stack:
+        prefix, node = stack.pop()
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if any(key == n or key.startswith(f"{n}.") for n in NOT_CONFIGURATION):
+                continue
+            if isinstance(v, dict) and v:
+                stack.append((f"{key}.", v))
+            else:
+                flat[key] = json.dumps(v, sort_keys=True, default=str)
+    return flat
 
 
 def configuration_key(r: RunRecord) -> str:
-    config = json.loads(json.dumps(r.config, default=str))
-    for key in NOT_CONFIGURATION:
-        *parents, last = key.split(".")
-        node = config
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return json.dumps(config, sort_keys=True)
+    return json.dumps(configuration(r), sort_keys=True)
 
 
 def _group_label(runs: list[RunRecord]) -> str:
@@ -236,7 +150,7 @@ def make_rows(runs: list[RunRecord], group: bool = True) -> list[Row]:
             if len(m) == 1:
                 row.values[key] = values[0]
             elif col.numeric:
-                numbers = [x for x in map(_number, values) if x is not None]
+                numbers = [x for x in map(finite, values) if x is not None]
                 row.values[key] = statistics.fmean(numbers) if numbers else None
                 if len(numbers) > 1 and len(set(numbers)) > 1:
                     row.std[key] = statistics.stdev(numbers)
@@ -269,7 +183,7 @@ def _lookup(r: RunRecord, key: str) -> Any:
 
 
 def _compare(actual: Any, op: str, wanted: Any) -> bool:
-    a, w = _number(actual), _number(wanted)
+    a, w = finite(actual), finite(wanted)
     if a is not None and w is not None:
         left, right = a, w
     elif op in ("=", "==", "!="):
@@ -343,13 +257,13 @@ def _natural(text: str) -> list[Any]:
 def sort_rows(rows: list[Row], key: str | None, descending: bool = False) -> list[Row]:
     """By a column (missing values last), else by experiment, model, width, depth, run name."""
     if key is None:
-        return sorted(rows, key=lambda r: (str(r.values.get("model")), _number(r.values.get("width")) or 0,
-                                           _number(r.values.get("depth")) or 0, _natural(str(r.values["run"]))))  # fmt: skip
+        return sorted(rows, key=lambda r: (str(r.values.get("model")), finite(r.values.get("width")) or 0,
+                                           finite(r.values.get("depth")) or 0, _natural(str(r.values["run"]))))  # fmt: skip
     _check_column(key, "--sort")
     present = [r for r in rows if r.values.get(key) is not None]
     absent = [r for r in rows if r.values.get(key) is None]
     if COLUMNS[key].numeric:
-        present.sort(key=lambda r: _number(r.values[key]) or 0.0, reverse=descending)
+        present.sort(key=lambda r: finite(r.values[key]) or 0.0, reverse=descending)
     else:
         present.sort(key=lambda r: _natural(str(r.values[key])), reverse=descending)
     return present + absent
@@ -363,7 +277,7 @@ def _fmt(kind: str, x: Any, std: float | None = None) -> str:
         return "-"
     if kind == "text":
         return str(x)
-    v = _number(x)
+    v = finite(x)
     if v is None:
         return str(x)
     pm = std is not None
@@ -448,46 +362,3 @@ def print_table(rows: list[Row], cols: list[str], title: str, console: Any) -> N
             cells.append(Text(text, style=style))
         table.add_row(*cells)
     console.print(table)
-
-
-@dataclass
-class Comparison:
-    runs: list[RunRecord]  # after filtering
-    rows: list[Row]  # after sorting and top-k
-    columns: list[str]
-    skipped: list[Skipped]
-    pictures: list[Path]
-
-
-def compare(
-    paths: list[str | Path],
-    *,
-    where: list[str] | None = None,
-    sort: str | None = None,
-    descending: bool = False,
-    top: int | None = None,
-    columns: str | None = None,
-    group: bool = True,
-    output: str | Path | None = None,
-) -> Comparison:
-    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures."""
-    runs, skipped = load_runs(paths)
-    runs = filter_runs(runs, where or [])
-    rows = make_rows(runs, group=group)
-    names = {r.summary.get("name") for r in runs}
-    if len(names) == 1:  # one experiment or sweep: its name on every row is noise
-        prefix = f"{names.pop()}/"
-        for row in rows:
-            row.values["run"] = str(row.values["run"]).removeprefix(prefix)
-    if top is not None and sort is None:
-        sort, descending = "test_acc", True  # "the best k" means by test accuracy unless told otherwise
-    rows = sort_rows(rows, sort, descending)
-    shown = rows[:top] if top is not None else rows
-    cols = parse_columns(columns, shown)
-    pictures: list[Path] = []
-    if output is not None:
-        from dlx import compare_plots  # matplotlib only when pictures are asked for
-
-        # Heat maps and Pareto fronts show every configuration; the curves only the chosen (top-k) ones.
-        pictures = compare_plots.draw_all(runs, rows, shown, Path(output))
-    return Comparison(runs, shown, cols, skipped, pictures)

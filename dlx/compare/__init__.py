@@ -1,0 +1,66 @@
+"""``dlx compare``: read every run below some folders, one table (or CSV / Markdown / JSON), pictures.
+
+Runs that differ only by seed are one configuration: the table shows mean +- std and n. Broken,
+partial or foreign folders are listed as skipped with the reason; they never stop the comparison.
+No torch here: comparing a thousand runs takes a moment, not a GPU.
+
+Modules: ``records`` (run folders -> RunRecord / Skipped), ``table`` (columns, rows, filter, sort,
+formats) and ``plots`` (heat maps, learning curves, Pareto fronts; matplotlib, imported only when
+pictures are asked for). Neither records nor table imports plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlx.compare.records import RunRecord, Skipped, load_runs
+from dlx.compare.table import FORMATS, Row, filter_runs, make_rows, parse_columns, print_table, render, sort_rows
+
+__all__ = ["FORMATS", "Comparison", "Row", "RunRecord", "Skipped", "compare", "load_runs", "make_rows",
+           "print_table", "render"]  # fmt: skip
+
+
+@dataclass
+class Comparison:
+    runs: list[RunRecord]  # after filtering
+    rows: list[Row]  # after sorting and top-k
+    columns: list[str]
+    skipped: list[Skipped]
+    pictures: list[Path]
+    notes: list[str] = field(default_factory=list)  # for the reader, like the skipped folders (stderr)
+
+
+def compare(
+    paths: list[str | Path],
+    *,
+    where: list[str] | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+    top: int | None = None,
+    columns: str | None = None,
+    group: bool = True,
+    output: str | Path | None = None,
+) -> Comparison:
+    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures."""
+    runs, skipped = load_runs(paths)
+    runs = filter_runs(runs, where or [])
+    rows = make_rows(runs, group=group)
+    names = {r.summary.get("name") for r in runs}
+    if len(names) == 1:  # one experiment or sweep: its name on every row is noise
+        prefix = f"{names.pop()}/"
+        for row in rows:
+            row.values["run"] = str(row.values["run"]).removeprefix(prefix)
+    if top is not None and sort is None:
+        sort, descending = "test_acc", True  # "the best k" means by test accuracy unless told otherwise
+    rows = sort_rows(rows, sort, descending)
+    shown = rows[:top] if top is not None else rows
+    cols = parse_columns(columns, shown)
+    pictures: list[Path] = []
+    notes: list[str] = []
+    if output is not None:
+        from dlx.compare import plots  # matplotlib only when pictures are asked for
+
+        # Heat maps and Pareto fronts show every configuration; the curves only the chosen (top-k) ones.
+        pictures, notes = plots.draw_all(runs, rows, shown, Path(output))
+    return Comparison(runs, shown, cols, skipped, pictures, notes)

@@ -1,0 +1,106 @@
+"""Run folders read for a comparison: a record per run, a reason per folder that is not one.
+
+What a run folder is, and where to look for them, is dlx.runs' business (``find_runs``); this module
+reads the files of each and turns broken, partial or foreign folders into ``Skipped`` lines that
+never stop a comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlx.config import read_yaml
+from dlx.diagnose import diagnose
+from dlx.errors import ConfigError, DlxError
+from dlx.runs import CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE, Run, find_runs
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    diagnosis: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.summary.get('name', self.path.parent.name)}/{self.summary.get('run_id', self.path.name)}"
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+def _load_run(run: Run) -> RunRecord | Skipped:
+    path = run.path
+    if not run.summary_path.is_file():
+        return Skipped(path, f"partial run: no {SUMMARY_FILE} (never started, or not made by dlx)")
+    try:
+        summary = json.loads(run.summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        return Skipped(path, f"{SUMMARY_FILE} unreadable: {e}")
+    except json.JSONDecodeError as e:
+        return Skipped(path, f"{SUMMARY_FILE} is not valid JSON (line {e.lineno}: {e.msg})")
+    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
+        return Skipped(path, f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})")
+    if not run.config_path.is_file():
+        return Skipped(path, f"partial run: no {CONFIG_FILE}")
+    try:
+        config = read_yaml(run.config_path)
+    except ConfigError as e:
+        return Skipped(path, e.problems[0].removeprefix(f"{run.config_path}: ") + f" ({CONFIG_FILE})")
+    history: list[dict[str, Any]] = []
+    if run.metrics_path.is_file():
+        try:
+            lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            return Skipped(path, f"{METRICS_JSONL} unreadable: {e}")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON")
+            if isinstance(row, dict):
+                history.append(row)
+    # Recomputed from the history, so runs made before summaries carried a diagnosis get one too.
+    diag = diagnose(history) if history else (summary.get("diagnosis") or diagnose([]))
+    return RunRecord(path, summary, config, history, diag)
+
+
+def _not_a_run(path: Path) -> Skipped:
+    has_files = any(not p.name.startswith(".") and not p.is_dir() for p in path.iterdir())
+    reason = f"not a dlx run: no {SUMMARY_FILE}" if has_files else "empty folder (a run that never started?)"
+    return Skipped(path, reason)
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[Skipped]]:
+    """Every run folder at or below ``paths``, and every folder that looked like one but is not."""
+    runs: list[RunRecord] = []
+    skipped: list[Skipped] = []
+    seen: set[Path] = set()  # overlapping paths (runs/ and runs/grid) list each folder once
+    for root in map(Path, paths):
+        if not root.exists():
+            raise DlxError(f"{root}: no such file or folder")
+        if not root.is_dir():
+            raise DlxError(f"{root}: not a folder; give a run folder, a sweep folder or a folder of runs")
+        run_dirs, leaves = find_runs(root)
+        others = set(leaves)
+        for path in sorted([*run_dirs, *leaves], key=lambda p: p.parts):  # walk order: by name, depth first
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            if path in others:
+                skipped.append(_not_a_run(path))
+                continue
+            result = _load_run(Run(path))
+            (runs if isinstance(result, RunRecord) else skipped).append(result)  # type: ignore[arg-type]
+    return runs, skipped
