@@ -84,6 +84,7 @@ class RunRecorder:
             s.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"])
             rates = [r["images_per_s"] for r in state.history]
             s["images_per_s"] = round(sum(rates) / len(rates), 1)
-        s["diagnosis"] = diagnose(state.history)  # over/underfitting, also shown by dlx compare
+        # Over/underfitting, also shown by dlx compare; "at chance" is 1 / the dataset's class count.
+        s["diagnosis"] = diagnose(state.history, num_classes=s["num_classes"])
         self.run.write_summary(s)
         return s

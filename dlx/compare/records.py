@@ -72,7 +72,11 @@ def _load_run(run: Run) -> RunRecord | Skipped:
             if isinstance(row, dict):
                 history.append(row)
     # Recomputed from the history, so runs made before summaries carried a diagnosis get one too.
-    diag = diagnose(history) if history else (summary.get("diagnosis") or diagnose([]))
+    classes = summary.get("num_classes")
+    kwargs = (
+        {"num_classes": classes} if isinstance(classes, int) and not isinstance(classes, bool) and classes > 1 else {}
+    )
+    diag = diagnose(history, **kwargs) if history else (summary.get("diagnosis") or diagnose([]))
     return RunRecord(path, summary, config, history, diag)
 
 
