@@ -12,7 +12,6 @@ stamp synchronizes the device: the totals are slower than a real step, the share
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -26,7 +25,7 @@ from torch import nn
 from dlx.build import AMP_DTYPES, Setup, make_batches
 from dlx.errors import DlxError
 from dlx.models.layers import aux_loss, main_logits
-from dlx.runs import write_bytes_atomic, write_json_atomic
+from dlx.runs import write_json_atomic, write_png_atomic
 
 OTHER = "(other)"
 
@@ -178,9 +177,7 @@ def save_chart(result: ProfileResult, path: Path) -> None:
     ax.set_title(f"{result.name}: time per layer type ({result.device}, batch {result.batch_size})", fontsize=10)
     ax.margins(x=0.15)
     ax.legend(loc="lower right", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    write_bytes_atomic(path, buf.getvalue())
+    write_png_atomic(fig, path, dpi=120)
 
 
 def write_profile(result: ProfileResult, folder: Path) -> list[Path]:
