@@ -22,8 +22,8 @@ from dlx.compare_plots import heatmaps
 from dlx.errors import ConfigError
 from dlx.runs import Run
 from dlx.sweep import SweepSpec, cell_name, expand, load_sweep
-from dlx.sweep_cell import run_cell
-from dlx.sweep_workers import Plan, cpu_count, plan_workers
+from dlx.sweep.pool import Plan, cpu_count, plan_workers
+from dlx.sweep.worker import run_cell
 from tests.conftest import REPO, tiny
 
 runner = CliRunner()
