@@ -9,7 +9,8 @@ Execution: worker processes (``python -m dlx.sweep.worker``) train the cells; on
 only its device) or, on CPU, ``--workers`` processes sharing the cores. A worker claims a cell by
 locking its folder (runs.claim_cell), so two sweep processes never train one cell twice, and decides
 from the cell's summary: completed -> skip, interrupted (or running with nobody holding the lock)
--> resume from checkpoints/last.pt, failed/diverged -> retrain only with ``--retry-failed``.
+-> resume from checkpoints/last.pt, failed/diverged -> retrain only with ``--retry-failed``. A worker
+that dies with its cell (SIGKILL, out of memory) cannot say so: the sweep process marks the cell failed.
 
 The modules, each importing only the ones listed before it:
 

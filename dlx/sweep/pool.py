@@ -18,6 +18,20 @@ class WorkerDied(Exception):
     pass
 
 
+def exit_text(code: int | None) -> str:
+    """How a process ended, from its exit code: ``killed by signal 9 (SIGKILL, e.g. out of memory; exit code -9)``."""
+    if code is None:
+        return "stopped answering but did not exit"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    hint = ", e.g. out of memory" if -code == signal.SIGKILL else ""  # the OOM killer's signal
+    return f"killed by signal {-code} ({name}{hint}; exit code {code})"
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
@@ -117,12 +131,13 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             code = None
         tail = ""
-        try:
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            tail = f": {lines[-1][:200]}" if lines else ""
-        except OSError:
-            pass
-        return f"worker process exited with code {code}{tail} (log: {self.log_path})"
+        if code != -signal.SIGKILL:  # a killed process wrote nothing about it: its last line would mislead
+            try:
+                lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                tail = f": {lines[-1][:200]}" if lines else ""
+            except OSError:
+                pass
+        return f"worker process {exit_text(code)}{tail} (log: {self.log_path})"
 
     def interrupt(self) -> None:
         if self.proc.poll() is None:

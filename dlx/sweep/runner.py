@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dlx.console import wide_console
-from dlx.runs import update_sweep_index
+from dlx.errors import DlxError
+from dlx.runs import Run, update_sweep_index
 from dlx.sweep.checks import check_existing, held_elsewhere, inspect_cells, read_summary
 from dlx.sweep.display import Display
 from dlx.sweep.pool import Plan, WorkerDied, WorkerProcess, plan_workers
@@ -59,18 +60,46 @@ class Scheduler:
             self._cond.notify_all()
 
 
+def record_worker_death(run_dir: Path, message: str) -> str | None:
+    """Mark a cell failed on disk when its worker died with it (SIGKILL, out of memory): the worker could not.
+
+    Only a cell still ``running`` whose lock is free (the OS released the dead worker's) is touched,
+    keeping every field of its summary: a final status the worker wrote before it died stays, and a
+    cell another process holds now is that process's. Returns the cell's status on disk afterwards.
+    """
+    run = Run(run_dir)
+    if not run.path.is_dir():
+        return None  # the worker died before it claimed the cell
+    if not run.try_acquire():
+        return read_summary(run.path).get("status")
+    try:
+        try:
+            summary = run.read_summary()
+        except DlxError:
+            return None
+        if summary.get("status") != "running":
+            return summary.get("status")
+        ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        run.write_summary({**summary, "status": "failed", "message": message, "ended_at": ended_at})
+        return "failed"
+    finally:
+        run.release()
+
+
 class SweepRunner:
     def __init__(self, sweep: Sweep, plan: Plan, *, retry_failed: bool, console: Console) -> None:
         self.sweep = sweep
         self.plan = plan
         self.retry_failed = retry_failed
         self.states = [CellState(cell) for cell in sweep.cells]
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the cell states, read by the display
+        self.finishing = threading.Lock()  # one cell at a time: its state, sweep.json, its line
         self.display = Display(sweep.name, plan, console, self.states, self.lock)
         self.scheduler: Scheduler | None = None
         self.workers: list[WorkerProcess | None] = [None] * plan.workers
         self.busy = [False] * plan.workers
         self.interrupted = False
+        self.index: dict[str, Any] = {}
 
     # --- the index
     def write_index(self) -> dict[str, Any]:
@@ -112,13 +141,22 @@ class SweepRunner:
 
     # --- what happened to a cell
     def _finish(self, st: CellState, reply: dict[str, Any]) -> None:
+        # Serialized: a line's [done/total] counts the cells decided so far, so two cells that end together
+        # must not both be counted before either line is printed (the same number twice, one skipped).
+        with self.finishing:
+            if self._decide(st, reply):
+                self.write_index()
+                self.display.cell_line(st)
+
+    def _decide(self, st: CellState, reply: dict[str, Any]) -> bool:
+        """Set the cell's state from a worker's reply; False when another process holds the cell."""
         outcome, status = reply.get("outcome"), reply.get("status")
         with self.lock:
             st.ended = time.monotonic()
             st.summary = read_summary(st.cell.run_dir)
             if outcome == "busy":
                 st.state, st.note, st.was_elsewhere = "elsewhere", "running in another process", True
-                return
+                return False
             st.state = status if status in FINAL else "failed"
             message = reply.get("message") or ""
             if outcome == "skipped":
@@ -130,11 +168,10 @@ class SweepRunner:
                 st.trained_here = True
                 st.from_epoch = int(reply.get("from_epoch") or 0)
                 verb = f"resumed from epoch {st.from_epoch}" if outcome == "resumed" else "trained"
-                if status == "interrupted":
+                if status == "interrupted" and not reply.get("died"):
                     message = "re-run the sweep to resume it"
                 st.note = verb if status == "completed" else f"{verb}; {message}"
-        self.write_index()
-        self.display.cell_line(st)
+        return True
 
     # --- worker slots
     def _slot(self, index: int) -> None:
@@ -162,8 +199,13 @@ class SweepRunner:
             except WorkerDied as e:
                 self.workers[index] = None
                 worker.close(timeout=5)
-                stopped = self.scheduler.stopping
-                reply = {"outcome": "trained", "status": "interrupted" if stopped else "failed", "message": str(e)}
+                if self.scheduler.stopping:  # Ctrl-C: a cell left running on disk is resumed by the next run
+                    reply = {"outcome": "trained", "status": "interrupted", "message": str(e)}
+                else:  # killed (out of memory, ...) or crashed: record it on disk, as the worker could not
+                    on_disk = record_worker_death(st.cell.run_dir, str(e))
+                    status = on_disk if on_disk in FINAL else "failed"
+                    message = f"{e}; re-run the sweep to resume it" if status == "interrupted" else str(e)
+                    reply = {"outcome": "trained", "status": status, "message": message, "died": True}
             finally:
                 with self.lock:
                     self.busy[index] = False
@@ -220,7 +262,7 @@ class SweepRunner:
                 t.join()  # each cell in training saves itself as interrupted
         finally:
             self.stop_workers()
-            self.write_index()
+            self.index = self.write_index()
         return self.states
 
 
@@ -248,8 +290,8 @@ def run_sweep(
         inspect_cells(sweep)  # before anything is written: a bad cell leaves no trace
     runner.write_index()
     states = runner.run()
-    counts = Counter(st.state for st in states)
-    summary = ", ".join(f"{n} {state}" for state, n in counts.most_common())
+    # The closing line tells what sweep.json (the state on disk) says, which is what a re-run goes by.
+    summary = ", ".join(f"{n} {state}" for state, n in Counter(runner.index["counts"]).most_common())
     console.print(
         f"sweep {sweep.name}: {summary}; index {sweep.folder / 'sweep.json'}; compare with: dlx compare {sweep.folder}",
         markup=False,
