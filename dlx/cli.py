@@ -115,8 +115,7 @@ def sweep(
     """Run a grid / variants / random sample of an experiment; re-run to resume (completed cells are skipped)."""
 
     def body() -> None:
-        from dlx.sweep import load_sweep
-        from dlx.sweep_runner import run_sweep, show_plan
+        from dlx.sweep import load_sweep, run_sweep, show_plan
 
         spec = load_sweep(sweep_file, set_ or [], runs_dir)
         if dry_run:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from dlx.cli import app
@@ -21,9 +25,10 @@ from dlx.compare import compare
 from dlx.compare.plots import heatmaps
 from dlx.errors import ConfigError
 from dlx.runs import Run
-from dlx.sweep import SweepSpec, cell_name, expand, load_sweep
-from dlx.sweep_cell import run_cell
-from dlx.sweep_workers import Plan, cpu_count, plan_workers
+from dlx.sweep import SweepSpec, cell_name, expand, load_sweep, run_sweep
+from dlx.sweep.pool import Plan, cpu_count, plan_workers
+from dlx.sweep.runner import SweepRunner, record_worker_death
+from dlx.sweep.worker import run_cell
 from tests.conftest import REPO, tiny
 
 runner = CliRunner()
@@ -251,3 +256,144 @@ def test_workers_share_the_cores_and_each_sees_one_gpu(tmp_path: Path, runs_dir:
     assert plan_workers(sweep, 10).workers == 3  # never more workers than cells
     gpu = Plan(workers=3, threads=5, gpus=["4", "7"])
     assert [gpu.env(i)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["4", "7", "4"]
+
+
+# ---------------------------------------------------------------------------- a worker killed by the OS
+
+
+def line_console() -> tuple[Console, io.StringIO]:
+    """A console that is not a terminal: the sweep prints one line per cell into the returned buffer."""
+    out = io.StringIO()
+    return Console(file=out, width=200, highlight=False), out
+
+
+def closing_counts(output: str) -> dict[str, int]:
+    """``sweep grid: 1 completed, 1 failed; index ...`` -> ``{"completed": 1, "failed": 1}``."""
+    found = re.findall(r"^sweep \S+: ((?:\d+ \w+(?:, )?)+); index ", output, flags=re.M)
+    assert len(found) == 1, output
+    return {state: int(n) for n, state in (part.split() for part in found[0].split(", "))}
+
+
+def worker_pids() -> list[int]:
+    """The sweep worker processes this process started (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"dlx.sweep.worker" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker through /proc")
+def test_a_worker_killed_by_the_os_leaves_its_cell_failed_on_disk(tmp_path: Path, runs_dir: Path) -> None:
+    """SIGKILL the worker while its cell trains: summary.json, sweep.json and the closing line all say failed."""
+    path = write_sweep(tmp_path, runs_dir, {"grid": {"train.epochs": [1, 200]}})  # ep200 is killed in epoch 1
+    folder = runs_dir / "grid"
+    killed: list[int] = []
+
+    def kill_the_worker_of_ep200() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads((folder / "ep200" / "summary.json").read_text())["status"] == "running":
+                    pids = worker_pids()
+                    assert len(pids) == 1
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_worker_of_ep200, daemon=True)
+    killer.start()
+    console, out = line_console()
+    result = run_sweep(load_sweep(path), console=console)
+    killer.join()
+    output = out.getvalue()
+    assert killed, output
+    assert not result.ok and [st.state for st in result.states] == ["completed", "failed"]
+
+    summary = json.loads((folder / "ep200" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "killed by signal 9" in summary["message"] and "exit code -9" in summary["message"]
+    assert summary["epochs"] == 200 and summary["started_at"] <= summary["ended_at"]  # fit's fields are kept
+    index = json.loads((folder / "sweep.json").read_text())
+    assert [(c["name"], c["status"]) for c in index["cells"]] == [("ep1", "completed"), ("ep200", "failed")]
+    assert index["counts"] == {"completed": 1, "failed": 1} == closing_counts(output)
+    assert re.search(r"^\[2/2\] ep200: failed in \S+ - trained; worker process killed by signal 9", output, re.M)
+
+    # A re-run takes the cell as failed: not retried without --retry-failed, and no worker is started.
+    console, out = line_console()
+    again = run_sweep(load_sweep(path), console=console)
+    assert "(2 already decided, 0 to do)" in out.getvalue() and not trained_lines(out.getvalue())
+    assert [st.state for st in again.states] == ["completed", "failed"]
+    assert closing_counts(out.getvalue()) == {"completed": 1, "failed": 1}
+
+
+def test_recording_a_dead_worker_touches_only_a_free_cell_left_running(tmp_path: Path) -> None:
+    cell = tmp_path / "cell"
+    assert record_worker_death(cell, "worker process killed by signal 9") is None  # never started: no folder
+    run = Run(cell)
+    running = {"status": "running", "name": "grid", "started_at": "2024-01-01T00:00:00+00:00", "epochs": 3}
+    run.write_summary(running)
+    run.acquire()  # another process holds the cell (e.g. took it over): hands off
+    try:
+        assert record_worker_death(cell, "worker process killed by signal 9") == "running"
+    finally:
+        run.release()
+    assert run.read_summary() == running
+    assert record_worker_death(cell, "worker process killed by signal 9") == "failed"
+    summary = run.read_summary()
+    assert summary == {**running, "status": "failed", "message": "worker process killed by signal 9",
+                       "ended_at": summary["ended_at"]}  # fmt: skip
+    run.write_summary({**running, "status": "completed"})  # the worker finished, then died before replying
+    assert record_worker_death(cell, "worker process killed by signal 9") == "completed"
+    assert run.read_summary()["status"] == "completed"
+
+
+def test_progress_numbers_count_from_cells_decided_earlier(tmp_path: Path, runs_dir: Path) -> None:
+    """A re-run where s0 failed earlier: the cells it trains are [2/3] and [3/3]."""
+    sweep = load_sweep(write_sweep(tmp_path, runs_dir, {"seeds": [0, 1, 2]}))
+    Run(sweep.cells[0].run_dir).write_summary({"status": "failed", "message": "broken earlier"})
+    console, out = line_console()
+    result = run_sweep(sweep, console=console)
+    output = out.getvalue()
+    assert [st.state for st in result.states] == ["failed", "completed", "completed"], output
+    assert "(1 already decided, 2 to do)" in output
+    assert re.findall(r"^\[(\d+)/3\] (\S+): (\w+)", output, flags=re.M) == [
+        ("2", "s1", "completed"), ("3", "s2", "completed")
+    ], output  # fmt: skip
+    assert closing_counts(output) == {"completed": 2, "failed": 1}
+
+
+def test_cells_ending_together_never_print_the_same_progress_number(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers end cells at once while sweep.json is slow to write: [2/3] and [3/3], never [3/3] twice."""
+    sweep = load_sweep(write_sweep(tmp_path, runs_dir, {"seeds": [0, 1, 2]}))
+    console, out = line_console()
+    sweep_runner = SweepRunner(sweep, Plan(workers=2, threads=1, gpus=[]), retry_failed=False, console=console)
+    first, second, third = sweep_runner.states
+    first.state = "failed"  # decided earlier, as run() finds it on disk
+    write_index = sweep_runner.write_index
+
+    def slow_write_index() -> dict[str, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(1.0)  # the first cell's worker is still writing sweep.json when the second cell ends
+        return write_index()
+
+    monkeypatch.setattr(sweep_runner, "write_index", slow_write_index)
+    done = {"outcome": "trained", "status": "completed", "message": "", "from_epoch": 0}
+    ending = threading.Thread(target=sweep_runner._finish, args=(second, done))
+    ending.start()
+    deadline = time.monotonic() + 10
+    while second.state != "completed" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sweep_runner._finish(third, done)
+    ending.join()
+    numbers = re.findall(r"^\[(\d+)/3\] (\S+):", out.getvalue(), flags=re.M)
+    assert numbers == [("2", "s1"), ("3", "s2")], out.getvalue()

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from dlx.compare.table import configuration
 from dlx.numbers import finite
 from dlx.runs import write_png_atomic
-from dlx.sweep import abbreviations, cell_name, format_value, name_part
+from dlx.sweep.spec import abbreviations, cell_name, format_value, name_part
 
 if TYPE_CHECKING:
     from dlx.compare.records import RunRecord

@@ -1,4 +1,4 @@
-"""Worker processes of a sweep: how many and where (``plan_workers``), and one ``python -m dlx.sweep_worker`` child."""
+"""Worker processes of a sweep: how many and where (``plan_workers``), and one ``python -m dlx.sweep.worker`` child."""
 
 from __future__ import annotations
 
@@ -11,11 +11,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlx.sweep import Sweep
+from dlx.sweep.spec import Sweep
 
 
 class WorkerDied(Exception):
     pass
+
+
+def exit_text(code: int | None) -> str:
+    """How a process ended, from its exit code: ``killed by signal 9 (SIGKILL, e.g. out of memory; exit code -9)``."""
+    if code is None:
+        return "stopped answering but did not exit"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    hint = ", e.g. out of memory" if -code == signal.SIGKILL else ""  # the OOM killer's signal
+    return f"killed by signal {-code} ({name}{hint}; exit code {code})"
 
 
 def cpu_count() -> int:
@@ -56,7 +70,7 @@ class Plan:
         env.update(OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, DLX_SWEEP_THREADS=t, PYTHONUNBUFFERED="1")
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]  # the worker sees only its GPU
-        package_root = str(Path(__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder holding dlx/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         return env
 
@@ -71,7 +85,7 @@ def plan_workers(sweep: Sweep, workers: int | None) -> Plan:
 
 
 class WorkerProcess:
-    """A ``python -m dlx.sweep_worker`` child: JSON tasks on its stdin, JSON results on its stdout."""
+    """A ``python -m dlx.sweep.worker`` child: JSON tasks on its stdin, JSON results on its stdout."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +93,7 @@ class WorkerProcess:
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
         # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dlx.sweep_worker"],
+            [sys.executable, "-m", "dlx.sweep.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -117,12 +131,13 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             code = None
         tail = ""
-        try:
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            tail = f": {lines[-1][:200]}" if lines else ""
-        except OSError:
-            pass
-        return f"worker process exited with code {code}{tail} (log: {self.log_path})"
+        if code != -signal.SIGKILL:  # a killed process wrote nothing about it: its last line would mislead
+            try:
+                lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                tail = f": {lines[-1][:200]}" if lines else ""
+            except OSError:
+                pass
+        return f"worker process {exit_text(code)}{tail} (log: {self.log_path})"
 
     def interrupt(self) -> None:
         if self.proc.poll() is None:

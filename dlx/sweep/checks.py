@@ -8,7 +8,7 @@ from typing import Any
 from dlx.config import read_yaml
 from dlx.errors import ConfigError, DlxError
 from dlx.runs import CONFIG_FILE, Run
-from dlx.sweep import Sweep, grouped
+from dlx.sweep.spec import Sweep, grouped
 
 
 def inspect_cells(sweep: Sweep) -> None:

@@ -1,47 +1,29 @@
-"""Running a sweep: hand cells to worker processes, keep sweep.json current, show progress live or line by line."""
+"""Running a sweep: hand cells to worker processes and keep sweep.json current; ``run_sweep`` and ``show_plan``."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections import Counter, deque
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.spinner import Spinner
+from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from dlx.progress import pct
+from dlx.console import wide_console
+from dlx.errors import DlxError
 from dlx.runs import Run, update_sweep_index
-from dlx.sweep import Cell, Sweep, format_value
-from dlx.sweep_checks import check_existing, held_elsewhere, inspect_cells, read_summary
-from dlx.sweep_workers import Plan, WorkerDied, WorkerProcess, plan_workers
+from dlx.sweep.checks import check_existing, held_elsewhere, inspect_cells, read_summary
+from dlx.sweep.display import Display
+from dlx.sweep.pool import Plan, WorkerDied, WorkerProcess, plan_workers
+from dlx.sweep.spec import Sweep, format_value
+from dlx.sweep.state import FINAL, CellState
 
 BUSY_RETRY_S = 2.0  # how often a cell held by another sweep process is looked at again
-FINAL = ("completed", "failed", "diverged", "interrupted")
-
-
-@dataclass
-class CellState:
-    cell: Cell
-    state: str = "pending"  # pending | running | elsewhere | completed | failed | diverged | interrupted
-    note: str = ""
-    worker: int | None = None
-    started: float | None = None
-    ended: float | None = None
-    from_epoch: int = 0
-    trained_here: bool = False
-    was_elsewhere: bool = False  # another process held it at some point
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -78,19 +60,30 @@ class Scheduler:
             self._cond.notify_all()
 
 
-def default_console() -> Console:
-    console = Console(highlight=False)
-    # A file or a pipe has no width: lines and tables are not squeezed into 80 columns there.
-    return console if console.is_terminal else Console(highlight=False, width=200, soft_wrap=True)
+def record_worker_death(run_dir: Path, message: str) -> str | None:
+    """Mark a cell failed on disk when its worker died with it (SIGKILL, out of memory): the worker could not.
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+    Only a cell still ``running`` whose lock is free (the OS released the dead worker's) is touched,
+    keeping every field of its summary: a final status the worker wrote before it died stays, and a
+    cell another process holds now is that process's. Returns the cell's status on disk afterwards.
+    """
+    run = Run(run_dir)
+    if not run.path.is_dir():
+        return None  # the worker died before it claimed the cell
+    if not run.try_acquire():
+        return read_summary(run.path).get("status")
+    try:
+        try:
+            summary = run.read_summary()
+        except DlxError:
+            return None
+        if summary.get("status") != "running":
+            return summary.get("status")
+        ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        run.write_summary({**summary, "status": "failed", "message": message, "ended_at": ended_at})
+        return "failed"
+    finally:
+        run.release()
 
 
 class SweepRunner:
@@ -98,15 +91,15 @@ class SweepRunner:
         self.sweep = sweep
         self.plan = plan
         self.retry_failed = retry_failed
-        self.console = console
-        self.live = console.is_terminal
         self.states = [CellState(cell) for cell in sweep.cells]
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the cell states, read by the display
+        self.finishing = threading.Lock()  # one cell at a time: its state, sweep.json, its line
+        self.display = Display(sweep.name, plan, console, self.states, self.lock)
         self.scheduler: Scheduler | None = None
         self.workers: list[WorkerProcess | None] = [None] * plan.workers
         self.busy = [False] * plan.workers
-        self.started = time.monotonic()
         self.interrupted = False
+        self.index: dict[str, Any] = {}
 
     # --- the index
     def write_index(self) -> dict[str, Any]:
@@ -148,13 +141,22 @@ class SweepRunner:
 
     # --- what happened to a cell
     def _finish(self, st: CellState, reply: dict[str, Any]) -> None:
+        # Serialized: a line's [done/total] counts the cells decided so far, so two cells that end together
+        # must not both be counted before either line is printed (the same number twice, one skipped).
+        with self.finishing:
+            if self._decide(st, reply):
+                self.write_index()
+                self.display.cell_line(st)
+
+    def _decide(self, st: CellState, reply: dict[str, Any]) -> bool:
+        """Set the cell's state from a worker's reply; False when another process holds the cell."""
         outcome, status = reply.get("outcome"), reply.get("status")
         with self.lock:
             st.ended = time.monotonic()
             st.summary = read_summary(st.cell.run_dir)
             if outcome == "busy":
                 st.state, st.note, st.was_elsewhere = "elsewhere", "running in another process", True
-                return
+                return False
             st.state = status if status in FINAL else "failed"
             message = reply.get("message") or ""
             if outcome == "skipped":
@@ -166,24 +168,10 @@ class SweepRunner:
                 st.trained_here = True
                 st.from_epoch = int(reply.get("from_epoch") or 0)
                 verb = f"resumed from epoch {st.from_epoch}" if outcome == "resumed" else "trained"
-                if status == "interrupted":
+                if status == "interrupted" and not reply.get("died"):
                     message = "re-run the sweep to resume it"
                 st.note = verb if status == "completed" else f"{verb}; {message}"
-        self.write_index()
-        if not self.live:
-            self._print_line(st)
-
-    def _print_line(self, st: CellState) -> None:
-        with self.lock:
-            done = sum(s.state in FINAL for s in self.states)
-            s = st.summary
-            line = f"[{done}/{len(self.states)}] {st.cell.name}: {st.state}"
-            if st.trained_here and st.started is not None and st.ended is not None:
-                line += f" in {_duration(st.ended - st.started)}"
-            if st.state == "completed":
-                line += f" (val {pct(s.get('best_val_acc'))}, test {pct(s.get('test_acc'))})"
-            line += f" - {st.note}" if st.note else ""
-        self.console.print(line, markup=False, highlight=False)
+        return True
 
     # --- worker slots
     def _slot(self, index: int) -> None:
@@ -211,8 +199,13 @@ class SweepRunner:
             except WorkerDied as e:
                 self.workers[index] = None
                 worker.close(timeout=5)
-                stopped = self.scheduler.stopping
-                reply = {"outcome": "trained", "status": "interrupted" if stopped else "failed", "message": str(e)}
+                if self.scheduler.stopping:  # Ctrl-C: a cell left running on disk is resumed by the next run
+                    reply = {"outcome": "trained", "status": "interrupted", "message": str(e)}
+                else:  # killed (out of memory, ...) or crashed: record it on disk, as the worker could not
+                    on_disk = record_worker_death(st.cell.run_dir, str(e))
+                    status = on_disk if on_disk in FINAL else "failed"
+                    message = f"{e}; re-run the sweep to resume it" if status == "interrupted" else str(e)
+                    reply = {"outcome": "trained", "status": status, "message": message, "died": True}
             finally:
                 with self.lock:
                     self.busy[index] = False
@@ -240,77 +233,6 @@ class SweepRunner:
                 if worker is not None and self.busy[i]:
                     worker.interrupt()
 
-    # --- display
-    def _progress(self, st: CellState) -> tuple[int, float | None]:
-        """Epochs done and the last validation accuracy, from the cell's metrics.jsonl."""
-        try:
-            rows = Run(st.cell.run_dir).read_metrics()
-        except (OSError, ValueError):
-            return 0, None
-        accs = [r.get("val_acc") for r in rows if r.get("val_acc") is not None]
-        return len(rows), (accs[-1] if accs else None)
-
-    def eta(self) -> float | None:
-        """Seconds left: epochs left times the seconds per epoch seen so far, over the workers."""
-        spent, epochs_done, left = 0.0, 0, 0
-        now = time.monotonic()
-        for st in self.states:
-            total = st.cell.config.train.epochs
-            if st.state == "running" and st.started is not None:
-                done, _ = self._progress(st)
-                spent += now - st.started
-                epochs_done += max(0, done - st.from_epoch)
-                left += max(0, total - done)
-            elif st.trained_here and st.started is not None and st.ended is not None:
-                spent += st.ended - st.started
-                epochs_done += max(0, int(st.summary.get("epochs_completed") or total) - st.from_epoch)
-            elif st.state in ("pending", "elsewhere"):
-                left += total
-        if left == 0:
-            return 0.0
-        if epochs_done == 0:
-            return None
-        return spent / epochs_done * left / self.plan.workers
-
-    def render(self) -> RenderableType:
-        table = Table(title=f"sweep {self.sweep.name}", title_justify="left", expand=False)
-        for col, justify in (("cell", "left"), ("state", "left"), ("epochs", "left"), ("val acc", "right"),
-                             ("test acc", "right"), ("time", "right"), ("note", "left")):  # fmt: skip
-            table.add_column(col, justify=justify, no_wrap=col != "note", overflow="fold" if col == "note" else None)
-        now = time.monotonic()
-        with self.lock:
-            states = list(self.states)
-        limit = max(5, self.console.height - 8)
-        if len(states) > limit:  # keep the live cells in view; the rest is summed up below
-            active = [s for s in states if s.state in ("running", "elsewhere")]
-            ended = sorted((s for s in states if s.state in FINAL and s.ended), key=lambda s: s.ended or 0)
-            states = active + ended[-max(0, limit - len(active)) :]
-        style = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
-                 "running": "cyan", "elsewhere": "magenta", "pending": "dim"}  # fmt: skip
-        for st in states:
-            total = st.cell.config.train.epochs
-            done, val = self._progress(st) if st.state in ("running", "elsewhere") else (0, None)
-            if st.state in FINAL:
-                done = int(st.summary.get("epochs_completed") or 0)
-                val = st.summary.get("best_val_acc")
-            bar = Table.grid(padding=(0, 1))
-            bar.add_row(ProgressBar(total=total, completed=min(done, total), width=10), f"{done}/{total}")
-            state: RenderableType = Text(st.state, style=style.get(st.state, ""))
-            if st.state == "running":
-                state = Spinner("dots", text=Text("running", style="cyan"))
-            elapsed = (st.ended if st.state in FINAL and st.ended else now) - st.started if st.started else None
-            table.add_row(st.cell.name, state, bar, pct(val), pct(st.summary.get("test_acc")),
-                          _duration(elapsed) if st.trained_here or st.state == "running" else "-", st.note)  # fmt: skip
-        counts = Counter(s.state for s in self.states)
-        eta = self.eta()
-        parts = [f"{counts[k]} {k}" for k in ("completed", "running", "elsewhere", "pending", "failed", "diverged",
-                                              "interrupted") if counts[k]]  # fmt: skip
-        footer = Text(
-            f"{len(self.states)} cells: {', '.join(parts)} | elapsed {_duration(now - self.started)} | "
-            f"ETA {_duration(eta) if eta is not None else 'estimating...'} | {self.plan.describe()}"
-        )
-        return Group(table, footer)
-
     # --- the whole thing
     def run(self) -> list[CellState]:
         for st in self.states:
@@ -323,33 +245,24 @@ class SweepRunner:
             elif status in ("failed", "diverged") and not self.retry_failed:
                 st.state, st.note = status, f"{status} earlier, not retried (--retry-failed retries it)"
         todo = [st for st in self.states if st.state == "pending"]
-        earlier = len(self.states) - len(todo)
-        if not self.live:
-            self.console.print(
-                f"sweep {self.sweep.name}: {len(self.states)} cells in {self.sweep.folder} "
-                f"({earlier} already decided, {len(todo)} to do); {self.plan.describe()}",
-                markup=False,
-                highlight=False,
-            )
+        self.display.opening(self.sweep.folder, len(self.states) - len(todo), len(todo))
         self.scheduler = Scheduler(todo)
         threads = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.plan.workers)]
         for t in threads:
             t.start()
-        live = Live(self.render(), console=self.console, refresh_per_second=4) if self.live else nullcontext()
         try:
-            with live:
+            with self.display.showing() as refresh:
                 while any(t.is_alive() for t in threads):
                     for t in threads:
                         t.join(timeout=0.25)
-                    if isinstance(live, Live):
-                        live.update(self.render())
+                    refresh()
         except KeyboardInterrupt:
             self.interrupt()
             for t in threads:
                 t.join()  # each cell in training saves itself as interrupted
         finally:
             self.stop_workers()
-            self.write_index()
+            self.index = self.write_index()
         return self.states
 
 
@@ -368,7 +281,7 @@ def run_sweep(
     sweep: Sweep, *, workers: int | None = None, retry_failed: bool = False, console: Console | None = None
 ) -> SweepResult:
     """Check every cell, then train the ones not done yet in worker processes; resumable and idempotent."""
-    console = console or default_console()
+    console = console or wide_console()
     check_existing(sweep)
     plan = plan_workers(sweep, workers)
     runner = SweepRunner(sweep, plan, retry_failed=retry_failed, console=console)
@@ -377,8 +290,8 @@ def run_sweep(
         inspect_cells(sweep)  # before anything is written: a bad cell leaves no trace
     runner.write_index()
     states = runner.run()
-    counts = Counter(st.state for st in states)
-    summary = ", ".join(f"{n} {state}" for state, n in counts.most_common())
+    # The closing line tells what sweep.json (the state on disk) says, which is what a re-run goes by.
+    summary = ", ".join(f"{n} {state}" for state, n in Counter(runner.index["counts"]).most_common())
     console.print(
         f"sweep {sweep.name}: {summary}; index {sweep.folder / 'sweep.json'}; compare with: dlx compare {sweep.folder}",
         markup=False,
@@ -391,7 +304,7 @@ def run_sweep(
 
 def show_plan(sweep: Sweep, workers: int | None = None, console: Console | None = None) -> None:
     """--dry-run: every cell with its settings, parameters, FLOPs and current state; nothing is written."""
-    console = console or default_console()
+    console = console or wide_console()
     inspect_cells(sweep)
     check_existing(sweep)
     table = Table(title=f"sweep {sweep.name}: {len(sweep.cells)} runs -> {sweep.folder}", title_justify="left")

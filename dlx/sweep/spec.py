@@ -1,4 +1,4 @@
-"""``dlx sweep``: many runs of one base experiment, as a grid, explicit variants, random samples and seeds.
+"""The sweep file and its cells: schema, cell names, ``load_sweep``.
 
 A sweep file (YAML, read by dlx.config; validated here with pydantic, every problem one line):
 
@@ -12,19 +12,7 @@ A sweep file (YAML, read by dlx.config; validated here with pydantic, every prob
     seeds: [0, 1, 2]
 
 Cells are the product grid x variants x random samples x seeds, named from their values
-(``w2-d1-s0``), and land in ``<runs_dir>/<sweep>/<cell>/`` as ordinary run folders (experiment
-name = sweep name, run id = cell name), with an index ``<runs_dir>/<sweep>/sweep.json``.
-
-Execution: worker processes (``python -m dlx.sweep_worker``) train the cells; one per GPU (each sees
-only its device) or, on CPU, ``--workers`` processes sharing the cores. A worker claims a cell by
-locking its folder (runs.claim_cell), so two sweep processes never train one cell twice, and decides
-from the cell's summary: completed -> skip, interrupted (or running with nobody holding the lock)
--> resume from checkpoints/last.pt, failed/diverged -> retrain only with ``--retry-failed``.
-
-The code lives in small modules: this one (the sweep file, cells, names, ``load_sweep``),
-``dlx.sweep_checks`` (checks before running), ``dlx.sweep_cell`` (one cell, inside a worker),
-``dlx.sweep_workers`` (worker processes and how many), ``dlx.sweep_runner`` (scheduling, the live
-display, ``run_sweep`` and ``show_plan``).
+(``w2-d1-s0``); each cell is a full ExperimentConfig with its own run folder.
 """
 
 from __future__ import annotations

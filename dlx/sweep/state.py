@@ -1,0 +1,24 @@
+"""What the sweep process knows about each cell while the sweep runs (shared by the runner and the display)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlx.sweep.spec import Cell
+
+FINAL = ("completed", "failed", "diverged", "interrupted")
+
+
+@dataclass
+class CellState:
+    cell: Cell
+    state: str = "pending"  # pending | running | elsewhere | completed | failed | diverged | interrupted
+    note: str = ""
+    worker: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    from_epoch: int = 0
+    trained_here: bool = False
+    was_elsewhere: bool = False  # another process held it at some point
+    summary: dict[str, Any] = field(default_factory=dict)

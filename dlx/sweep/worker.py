@@ -1,0 +1,156 @@
+"""A sweep worker process: ``python -m dlx.sweep.worker`` (started by ``dlx sweep``, not by people).
+
+Protocol: ``{"ready": true}`` on stdout once imports are done; then one JSON task per line on stdin
+(``{"cell", "run_dir", "config", "retry_failed"}``) and one JSON result per line on stdout
+(``run_cell``'s dict). EOF on stdin ends the worker.
+
+The process sees only what the sweep gave it: ``CUDA_VISIBLE_DEVICES`` (its GPU) and
+``DLX_SWEEP_THREADS`` / ``OMP_NUM_THREADS`` (its share of the CPU cores). It runs in its own session,
+so a terminal Ctrl-C reaches it only through the sweep (one SIGINT: the cell in training is saved
+as interrupted). If the sweep process dies (SIGKILL), the worker notices it was orphaned and
+interrupts itself the same way, so its cell is left resumable and its lock is released.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from dlx.config import ExperimentConfig, config_from_dict
+from dlx.errors import DlxError
+from dlx.runs import CONFIG_FILE, Run, claim_cell, reset_run
+from dlx.sweep.checks import read_summary
+
+# ---------------------------------------------------------------------------- one cell
+
+
+def _fail_before_fit(run: Run, cfg: ExperimentConfig, previous: dict[str, Any], message: str) -> dict[str, Any]:
+    """Record a cell that could not even start (dataset missing, ...) so compare lists it as failed."""
+    if not run.config_path.exists():
+        run.write_config(cfg.to_yaml())
+    summary = {**previous, "status": "failed", "name": cfg.name, "run_id": run.path.name, "run_dir": str(run.path),
+               "message": message}  # fmt: skip
+    run.write_summary(summary)
+    return summary
+
+
+def run_cell(run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool = False) -> dict[str, Any]:
+    """Claim one cell and do what its state asks; returns ``{"outcome", "status", "message", ...}``.
+
+    outcome: ``busy`` (another process holds it), ``skipped`` (completed, or failed without
+    retry_failed), ``trained``, ``resumed``. KeyboardInterrupt propagates after the run is marked
+    interrupted (fit does that), so the worker can report and stop.
+    """
+    run = claim_cell(run_dir)
+    if run is None:
+        return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
+    try:
+        try:
+            previous = run.read_summary()
+        except DlxError:
+            previous = {}  # a corrupt summary: the cell starts over
+        status = previous.get("status")
+        if status == "completed":
+            return {"outcome": "skipped", "status": status, "message": "completed earlier"}
+        if status in ("failed", "diverged") and not retry_failed:
+            return {"outcome": "skipped", "status": status, "message": previous.get("message", "")}
+        cfg = config_from_dict(config, str(run.path / CONFIG_FILE))
+        from dlx.build import prepare
+        from dlx.train import fit
+
+        try:
+            setup = prepare(cfg)
+        except DlxError as e:
+            _fail_before_fit(run, cfg, previous, str(e))
+            return {"outcome": "trained", "status": "failed", "message": str(e)}
+        # "running" with the lock free means the process that ran it died: continue like an interrupted run.
+        resume = status in ("interrupted", "running") and run.last_checkpoint.exists()
+        from_epoch = int(previous.get("epochs_completed") or 0) if resume else 0
+        if not resume:
+            reset_run(run)
+        try:
+            summary = fit(setup, run, resume=resume, quiet=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # fit has marked the run failed or diverged; the sweep goes on
+            summary = read_summary(run.path)
+            summary.setdefault("status", "failed")
+            summary.setdefault("message", f"{type(e).__name__}: {e}")
+        return {
+            "outcome": "resumed" if resume else "trained",
+            "status": summary.get("status"),
+            "message": summary.get("message", ""),
+            "from_epoch": from_epoch,
+        }
+    finally:
+        run.release()
+
+
+# ---------------------------------------------------------------------------- the process
+
+
+def _watch_parent(parent: int) -> None:
+    # Re-parenting (to init or a subreaper) is how a child learns its parent died, on every POSIX system.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
+def _reply(channel: IO[str], result: dict[str, Any]) -> bool:
+    try:
+        channel.write(json.dumps(result, default=str) + "\n")
+        channel.flush()
+    except (BrokenPipeError, OSError):
+        return False  # the sweep is gone; nobody to tell
+    return True
+
+
+def main() -> int:
+    # SIGINT must raise KeyboardInterrupt here even when the sweep was started with SIGINT ignored
+    # (a background job inherits SIG_IGN): it is how a cell in training is saved as interrupted.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    # Results go to a private copy of stdout; anything else printed (warnings, libraries) goes to the log.
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        import torch
+
+        threads = int(os.environ.get("DLX_SWEEP_THREADS") or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+            torch.set_num_interop_threads(max(1, min(threads, 2)))
+        import dlx.train  # noqa: F401 - import everything once, before the first task
+
+        if not _reply(channel, {"ready": True}):
+            return 1
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            task = json.loads(line)
+            try:
+                result = run_cell(task["run_dir"], task["config"], retry_failed=bool(task.get("retry_failed")))
+            except KeyboardInterrupt:
+                # fit saved the run as interrupted; report it and stop: the sweep is shutting down.
+                _reply(channel, {"outcome": "interrupted", "status": "interrupted", "message": "interrupted"})
+                return 130
+            except Exception as e:  # a broken task must not take the other cells down with this process
+                result = {"outcome": "trained", "status": "failed", "message": f"{type(e).__name__}: {e}"}
+            result["cell"] = task.get("cell")
+            if not _reply(channel, result):
+                return 1
+    except KeyboardInterrupt:
+        return 130  # interrupted while idle or starting: nothing to save
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
