@@ -397,3 +397,11 @@ def test_cells_ending_together_never_print_the_same_progress_number(
     ending.join()
     numbers = re.findall(r"^\[(\d+)/3\] (\S+):", out.getvalue(), flags=re.M)
     assert numbers == [("2", "s1"), ("3", "s2")], out.getvalue()
+
+
+def test_cells_record_the_sweeps_base_experiment_as_their_provenance(tmp_path: Path, runs_dir: Path) -> None:
+    sweep = load_sweep(write_sweep(tmp_path, runs_dir, {"seeds": [0]}))
+    run_sweep(sweep, console=line_console()[0])
+    summary = Run(sweep.cells[0].run_dir).read_summary()
+    assert summary["status"] == "completed"
+    assert summary["experiment_file"] == str(tmp_path / "base.yaml")

@@ -193,6 +193,7 @@ class SweepRunner:
                 st.state, st.started, st.worker = "running", time.monotonic(), index
                 self.busy[index] = True
             task = {"cell": st.cell.name, "run_dir": str(st.cell.run_dir), "config": st.cell.config.to_dict(),
+                    "experiment_file": str(self.sweep.base),
                     "retry_failed": self.retry_failed}  # fmt: skip
             try:
                 reply = worker.call(task)

@@ -40,7 +40,9 @@ def _fail_before_fit(run: Run, cfg: ExperimentConfig, previous: dict[str, Any], 
     return summary
 
 
-def run_cell(run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool = False) -> dict[str, Any]:
+def run_cell(
+    run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool = False, experiment_file: str | None = None
+) -> dict[str, Any]:
     """Claim one cell and do what its state asks; returns ``{"outcome", "status", "message", ...}``.
 
     outcome: ``busy`` (another process holds it), ``skipped`` (completed, or failed without
@@ -60,7 +62,8 @@ def run_cell(run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool 
             return {"outcome": "skipped", "status": status, "message": "completed earlier"}
         if status in ("failed", "diverged") and not retry_failed:
             return {"outcome": "skipped", "status": status, "message": previous.get("message", "")}
-        cfg = config_from_dict(config, str(run.path / CONFIG_FILE))
+        # The sweep's base experiment: the run records the git commit of the project it lives in.
+        cfg = config_from_dict(config, str(run.path / CONFIG_FILE)).from_file(experiment_file)
         from dlx.build import prepare
         from dlx.train import fit
 
@@ -137,7 +140,8 @@ def main() -> int:
                 continue
             task = json.loads(line)
             try:
-                result = run_cell(task["run_dir"], task["config"], retry_failed=bool(task.get("retry_failed")))
+                result = run_cell(task["run_dir"], task["config"], retry_failed=bool(task.get("retry_failed")),
+                                  experiment_file=task.get("experiment_file"))  # fmt: skip
             except KeyboardInterrupt:
                 # fit saved the run as interrupted; report it and stop: the sweep is shutting down.
                 _reply(channel, {"outcome": "interrupted", "status": "interrupted", "message": "interrupted"})
