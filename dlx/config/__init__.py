@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dlx.config.loading import (
     apply_overrides,
+    config_differences,
     config_from_dict,
     deep_merge,
+    flatten,
     load_config,
     load_run_config,
     parse_override,
@@ -53,8 +55,10 @@ __all__ = [
     "Section",
     "TrainConfig",
     "apply_overrides",
+    "config_differences",
     "config_from_dict",
     "deep_merge",
+    "flatten",
     "format_errors",
     "load_config",
     "load_run_config",

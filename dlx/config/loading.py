@@ -180,3 +180,24 @@ def load_run_config(path: str | Path) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise DlxError(f"{path}: not a dlx config")
     return config_from_dict(data, str(path))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": {}}`` -> ``{"a.b": 1, "c": {}}``: a nested config as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ("output",)) -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs (sections in ``skip`` left out)."""
+    a = {k: v for k, v in flatten(old).items() if k.split(".")[0] not in skip}
+    b = {k: v for k, v in flatten(new).items() if k.split(".")[0] not in skip}
+    return [
+        f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted({*a, *b}) if a.get(k) != b.get(k)
+    ]

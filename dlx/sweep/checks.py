@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlx.config import read_yaml
+from dlx.config import config_differences, read_yaml
 from dlx.errors import ConfigError, DlxError
 from dlx.runs import CONFIG_FILE, Run
 from dlx.sweep.spec import Sweep, grouped
@@ -43,18 +43,6 @@ def inspect_cells(sweep: Sweep) -> None:
         raise ConfigError(grouped(str(sweep.file), problems))
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
 def check_existing(sweep: Sweep) -> None:
     """A cell folder made from a different config (the sweep file changed) is an error, never silently reused."""
     problems = []
@@ -66,12 +54,7 @@ def check_existing(sweep: Sweep) -> None:
             stored = read_yaml(path)
         except ConfigError:
             continue  # unreadable: the worker retrains the cell from scratch
-        stored.pop("output", None)
-        expected = cell.config.to_dict()
-        expected.pop("output", None)
-        a, b = _flatten(stored), _flatten(expected)
-        diffs = [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted({*a, *b})
-                 if a.get(k) != b.get(k)]  # fmt: skip
+        diffs = config_differences(stored, cell.config.to_dict())  # output.* may differ
         if diffs:
             more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
             problems.append(
