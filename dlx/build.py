@@ -6,7 +6,10 @@ run directory exists, so a bad experiment never leaves a half-written run behind
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +18,7 @@ from dlx.config import ExperimentConfig, ModelConfig
 from dlx.data.augment import Augment
 from dlx.data.datasets import ImageData, load_dataset
 from dlx.data.loader import Batches, Split
-from dlx.errors import DlxError
+from dlx.errors import ConfigError, DlxError, first_line
 from dlx.init import initialize
 from dlx.modelinfo import count_parameters, flops_per_image
 from dlx.models import build_model
@@ -138,6 +141,7 @@ def prepare(cfg: ExperimentConfig, *, download: bool | None = None) -> Setup:
     train, val, test = split_data(data, cfg)
     model = build_initialized_model(cfg, data)
     transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
+    check_training(cfg, data, train, model, transfer.parameters(model, cfg.optimizer.head_lr))
     shape = (data.in_channels, data.image_size, data.image_size)
     flops = flops_per_image(model, shape)
     model.to(device)
@@ -150,8 +154,13 @@ def prepare(cfg: ExperimentConfig, *, download: bool | None = None) -> Setup:
 def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:
     """Batches of a split as the config says: normalization, channels_last, and for training shuffle, augmentation
     and ``drop_last`` (no incomplete last batch; see dlx.data.loader)."""
-    cfg = setup.config
-    mean, std = (setup.data.mean, setup.data.std) if cfg.data.normalize else (None, None)
+    return batches_for(setup.config, setup.data, split, train=train, batch_size=batch_size)
+
+
+def batches_for(
+    cfg: ExperimentConfig, data: ImageData, split: Split, *, train: bool = False, batch_size: int | None = None
+) -> Batches:
+    mean, std = (data.mean, data.std) if cfg.data.normalize else (None, None)
     size = batch_size or (cfg.data.batch_size if train else cfg.data.eval_batch_size)
     augment = None
     if train:
@@ -160,6 +169,57 @@ def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size:
                           hflip=a.hflip, brightness=a.brightness, contrast=a.contrast)  # fmt: skip
     return Batches(split, batch_size=size, mean=mean, std=std, shuffle=train, augment=augment,
                    channels_last=cfg.train.channels_last, drop_last=train)  # fmt: skip
+
+
+# A schedule is stepped through the whole run before training (at most this many steps) to find settings that
+# fail or make the rate infinite late in the run (OneCycle with too few steps divides by zero at its turn).
+SIMULATED_STEPS = 200_000
+
+
+def check_training(cfg: ExperimentConfig, data: ImageData, train: Split, model: nn.Module, params: Any = None) -> None:
+    """Build what ``fit`` builds from the config, once and thrown away, before any run folder exists.
+
+    Augmentation (one call on two images), optimizer and schedule (stepped through the run) settings that
+    the schema cannot judge alone become a ConfigError naming the section: ``x.yaml: optimizer: ...``.
+    """
+    label = cfg.source_file or cfg.name
+
+    def problem(key: str, detail: str) -> ConfigError:
+        return ConfigError([f"{label}: {key}: {detail}"])
+
+    if cfg.augment.crop_padding > data.image_size:
+        raise problem("augment.crop_padding", f"got {cfg.augment.crop_padding}; at most the image size "
+                                              f"({data.image_size} pixels for {data.name})")  # fmt: skip
+    try:
+        batches = batches_for(cfg, data, train, train=True)
+        batches.prepare(train.images[:2])
+    except (ValueError, RuntimeError) as e:
+        raise problem("augment", first_line(e)) from None
+    o, s = cfg.optimizer, cfg.schedule
+    try:
+        optimizer = build_optimizer(o.name, params if params is not None else model.parameters(), o.lr,
+                                    o.weight_decay, o.args)  # fmt: skip
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise problem("optimizer", f"{o.name} rejects these settings: {first_line(e)}") from None
+    steps = cfg.train.epochs * len(batches)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no training happens here
+            schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=len(batches),
+                                      warmup_epochs=s.warmup_epochs, args=s.args)  # fmt: skip
+            for step in range(min(steps, SIMULATED_STEPS) if schedule.interval == "step" else 0):
+                rate = optimizer.param_groups[0]["lr"]
+                if not math.isfinite(rate):
+                    raise ValueError(f"the learning rate becomes {rate} at step {step} of {steps}")
+                schedule.after_step()
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+        what = first_line(e)
+        if isinstance(e, ZeroDivisionError):
+            what = f"division by zero ({what})"
+        elif isinstance(e, OverflowError):
+            what = "the learning rate overflows"
+        raise problem("schedule", f"{s.name} cannot run {cfg.train.epochs} epochs of {len(batches)} steps: "
+                                  f"{what}") from None  # fmt: skip
 
 
 @dataclass

@@ -29,14 +29,19 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     write_bytes_atomic(path, buf.getvalue())
 
 
+def read_torch_file(path: str | os.PathLike[str], what: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` (tensors and plain values only: no code runs); one-line DlxError otherwise."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which file, not a pickle traceback
+        raise DlxError(f"{what} {path} cannot be read: truncated or not a dlx checkpoint ({first_line(e)})") from None
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DlxError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which file, not a pickle traceback
-        raise DlxError(f"checkpoint {path} cannot be read: {first_line(e)}") from None
+    state = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DlxError(f"checkpoint {path} is not a dlx checkpoint (format {FORMAT})")
     return state
@@ -63,6 +68,22 @@ def _python_state() -> list[Any]:
     return [version, list(internal), gauss]
 
 
+def state_dict_mismatches(own: dict[str, Any], other: dict[str, Any], limit: int = 3) -> str:
+    """The first differences between a model's state dict and a saved one, as one line ('' when they fit)."""
+    problems = []
+    for name, value in own.items():
+        if name not in other:
+            problems.append(f"{name} missing")
+        elif not isinstance(other[name], torch.Tensor) or other[name].shape != value.shape:
+            got = tuple(other[name].shape) if isinstance(other[name], torch.Tensor) else type(other[name]).__name__
+            problems.append(f"{name} {got} instead of {tuple(value.shape)}")
+    problems += [f"{name} not in this model" for name in other if name not in own]
+    if not problems:
+        return ""
+    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
 class Checkpointer:
     """The checkpoints of one run: ``last.pt`` after every epoch, ``best.pt`` when validation improves.
 
@@ -73,6 +94,7 @@ class Checkpointer:
     def __init__(self, run: Run, model: Any, optimizer: Any, schedule: Any, scaler: Any, config: dict[str, Any]):
         self.run, self.model, self.optimizer, self.schedule, self.scaler = run, model, optimizer, schedule, scaler
         self.config = config
+        self.epoch = 0  # the epochs last.pt holds: what a resume would start from
 
     def save_last(self, state: dict[str, Any]) -> None:
         save_checkpoint(self.run.last_checkpoint, {
@@ -84,18 +106,30 @@ class Checkpointer:
             "state": state,
             "config": self.config,
         })  # fmt: skip
+        self.epoch = state["epoch"]
 
     def save_best(self, epoch: int, row: dict[str, Any]) -> None:
         save_checkpoint(self.run.best_checkpoint, {"model": self.model.state_dict(), "epoch": epoch, "metrics": row})
 
     def restore(self, map_location: str | torch.device) -> dict[str, Any]:
         """Load last.pt into the model, optimizer, schedule and scaler, set every RNG; return the training state."""
-        last = load_checkpoint(self.run.last_checkpoint, map_location=map_location)
-        self.model.load_state_dict(last["model"])
-        self.optimizer.load_state_dict(last["optimizer"])
-        self.schedule.load_state_dict(last["schedule"])
-        self.scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"])
+        path = self.run.last_checkpoint
+        last = load_checkpoint(path, map_location=map_location)
+        missing = [k for k in ("model", "optimizer", "schedule", "scaler", "rng", "state") if k not in last]
+        if missing:
+            raise DlxError(f"checkpoint {path} lacks {', '.join(missing)}: not a dlx last.pt")
+        mismatches = state_dict_mismatches(self.model.state_dict(), last["model"])
+        if mismatches:
+            raise DlxError(f"checkpoint {path} does not fit this run's model: {mismatches}")
+        try:
+            self.model.load_state_dict(last["model"])
+            self.optimizer.load_state_dict(last["optimizer"])
+            self.schedule.load_state_dict(last["schedule"])
+            self.scaler.load_state_dict(last["scaler"])
+            set_rng_state(last["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise DlxError(f"checkpoint {path} does not fit this run: {first_line(e)}") from None
+        self.epoch = last["state"]["epoch"]
         return last["state"]
 
     def load_best(self, map_location: str | torch.device) -> bool:

@@ -70,21 +70,26 @@ class RunRecorder:
         self.summary["epochs_completed"] = state.epoch
         self.run.write_summary(self.summary)
 
-    def finish(self, status: str, state: Any, **extra: Any) -> dict[str, Any]:
-        """Write the final status with everything measured; returns the summary."""
+    def finish(self, status: str, state: Any, saved_epochs: int, **extra: Any) -> dict[str, Any]:
+        """Write the final status with everything measured; returns the summary.
+
+        ``saved_epochs``: the epochs last.pt holds; an epoch whose checkpoint could not be written (disk full)
+        is not completed, and a resume starts from there.
+        """
         s = self.summary
-        s.update(status=status, ended_at=now(), epochs_completed=state.epoch, **extra)
+        history = state.history[:saved_epochs]
+        s.update(status=status, ended_at=now(), epochs_completed=saved_epochs, **extra)
         s["train_seconds"] = round(state.train_seconds, 3)
         s["wall_seconds"] = round(self.wall_before + time.perf_counter() - self.wall_start, 3)
         if state.best is not None:
             s.update(best_epoch=state.best["epoch"], best_val_acc=state.best["val_acc"],
                      best_val_loss=state.best["val_loss"])  # fmt: skip
-        if state.history:
-            last = state.history[-1]
+        if history:
+            last = history[-1]
             s.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"])
-            rates = [r["images_per_s"] for r in state.history]
+            rates = [r["images_per_s"] for r in history]
             s["images_per_s"] = round(sum(rates) / len(rates), 1)
         # Over/underfitting, also shown by dlx compare; "at chance" is 1 / the dataset's class count.
-        s["diagnosis"] = diagnose(state.history, num_classes=s["num_classes"])
+        s["diagnosis"] = diagnose(history, num_classes=s["num_classes"])
         self.run.write_summary(s)
         return s

@@ -11,6 +11,7 @@ Everything that must survive a crash or a Ctrl-C goes through here:
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -26,24 +27,55 @@ from filelock import FileLock, Timeout
 
 from dlx.errors import DlxError
 
+TMP_SUFFIX = ".tmp"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+class DiskFull(DlxError):
+    """A write failed for lack of space (or quota): the previous file is untouched, nothing half-written."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either the old or the complete new file."""
+    """Write ``data`` to ``path`` so that ``path`` is either the old or the complete new file.
+
+    A full disk raises ``DiskFull`` naming the path, the space needed and the space free.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            try:
+                free = _mib(shutil.disk_usage(path.parent).free)
+            except OSError:
+                free = "unknown"
+            raise DiskFull(f"no space left writing {path}: needs {_mib(len(data))}, {free} free") from None
         raise
     _fsync_dir(path.parent)
+
+
+def remove_leftover_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of writes a killed process never finished (``.<name>.*.tmp``) below ``folder``."""
+    leftovers = [p for p in folder.rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -180,6 +212,7 @@ class Run:
         except Timeout:
             raise DlxError(f"{self.path} is in use by another dlx process; wait for it to finish") from None
         self._lock = lock
+        remove_leftover_temp_files(self.path)  # only the lock holder may: nobody else is writing here
 
     def release(self) -> None:
         if self._lock is not None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-from dlx.config import ExperimentConfig, load_run_config
+from dlx.config import ExperimentConfig, config_differences, load_run_config
 from dlx.errors import DlxError
 from dlx.runs import Run, create_run, open_run
 
@@ -23,11 +24,17 @@ def start_run(
     from dlx.train import fit
 
     setup = prepare(cfg)
+    created = run is None
     if run is None:
         run = create_run(runs_dir if runs_dir is not None else cfg.output.runs_dir, cfg.name, run_id)
     run.acquire()
     try:
         return fit(setup, run, quiet=quiet)
+    except BaseException:
+        if created and not run.config_path.exists():  # failed before its first write (disk full): no husk left
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     finally:
         run.release()
 
@@ -42,6 +49,8 @@ def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     if summary.get("status") == "completed":
         raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to resume")
     cfg = load_run_config(run.config_path)
+    if run.last_checkpoint.exists():
+        check_unchanged(run, cfg)
     setup = prepare(cfg)
     run.acquire()
     try:
@@ -53,17 +62,34 @@ def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
         run.release()
 
 
+def check_unchanged(run: Run, cfg: ExperimentConfig) -> None:
+    """A resume continues the run last.pt holds: a config.yaml edited since is an error listing what changed."""
+    from dlx.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(run.last_checkpoint).get("config")
+    if not isinstance(stored, dict):
+        raise DlxError(f"--resume {run.path}: {run.last_checkpoint} holds no config; not a dlx last.pt")
+    changed = config_differences(stored, cfg.to_dict())
+    if changed:
+        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise DlxError(
+            f"--resume {run.path}: {run.config_path.name} differs from the config the run was trained with "
+            f"({'; '.join(changed[:4])}{more}); put it back, or start a new run"
+        )
+
+
 def dry_run(cfg: ExperimentConfig) -> None:
     """Print the resolved config and a model summary (layers, output shapes, parameters); write nothing."""
     from rich.syntax import Syntax
 
     from dlx.build import prepare
     from dlx.console import wide_console
+    from dlx.data.datasets import DatasetUnavailable
     from dlx.inspect import Target, print_inspect
 
     try:
         setup = prepare(cfg, download=False)  # a dry run writes nothing: no data folder, no download
-    except DlxError as e:
+    except DatasetUnavailable as e:
         raise DlxError(f"{e} (--dry-run downloads nothing)") from None
     console = wide_console()
     console.print(Syntax(cfg.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))

@@ -24,12 +24,31 @@ from dlx.errors import DlxError
 from dlx.models.layers import aux_loss, main_logits
 from dlx.progress import Reporter
 from dlx.record import RunRecorder
-from dlx.runs import Run
+from dlx.runs import DiskFull, Run
 from dlx.signals import Terminated, signals_deferred, sigterm_as_interrupt
 
 
 class Diverged(DlxError):
-    """The loss became NaN or infinite; the run is stopped and marked ``diverged``."""
+    """The loss became NaN, infinite or exploded; the run is stopped and marked ``diverged``."""
+
+
+# A running loss above EXPLODED x ln(classes) (the cross-entropy of a uniform guess: 23,026 for 10 classes)
+# has diverged: no run comes back from there, it only wastes the remaining epochs.
+EXPLODED = 1e4
+
+
+def check_loss(mean_loss: float, classes: int, precision: str, where: str, lr: float) -> None:
+    """Raise Diverged for a NaN, infinite or exploded running loss, with what to try."""
+    limit = EXPLODED * math.log(max(classes, 2))
+    if math.isfinite(mean_loss) and mean_loss <= limit:
+        return
+    what = (
+        f"became {mean_loss}" if not math.isfinite(mean_loss) else f"exploded to {mean_loss:.3g} (above {limit:,.0f})"
+    )
+    tips = "try a lower optimizer.lr or set train.grad_clip" + (
+        ", or use precision fp32" if precision != "fp32" else ""
+    )
+    raise Diverged(f"loss {what} in {where} (lr {lr:.3g}); {tips}")
 
 
 @dataclass
@@ -83,13 +102,16 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     except Diverged as e:
         status, extra["message"] = "diverged", str(e)
         raise
+    except DiskFull as e:  # the last good checkpoint is intact: free space and resume
+        status, extra["message"] = "interrupted", f"{e}; free space, then continue with: dlx train --resume {run.path}"
+        raise
     except BaseException as e:
         status, extra["message"] = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
         with signals_deferred():  # a second Ctrl-C must not stop the final status from reaching the disk
             reporter.stop()
-            summary = recorder.finish(status, state, **extra)
+            summary = recorder.finish(status, state, checkpoints.epoch, **extra)
             if status == "interrupted":
                 reporter.alert(extra["message"])
     reporter.final(summary)
@@ -129,12 +151,8 @@ def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, repo
         seen += y.shape[0]
         if (i + 1) % cfg.train.log_every == 0 or i + 1 == steps:
             mean_loss = loss_sum.item() / seen
-            if not math.isfinite(mean_loss):
-                raise Diverged(
-                    f"loss became {mean_loss} in epoch {epoch + 1}, step {i + 1} "
-                    f"(lr {loop.optimizer.param_groups[0]['lr']:.3g}); try a lower optimizer.lr, "
-                    f"set train.grad_clip, or use precision fp32"
-                )
+            check_loss(mean_loss, setup.data.num_classes, cfg.train.precision, f"epoch {epoch + 1}, step {i + 1}",
+                       loop.optimizer.param_groups[0]["lr"])  # fmt: skip
             reporter.step(i + 1, mean_loss, correct.item() / seen, seen / (time.perf_counter() - t0))
     synchronize(device)
     seconds = time.perf_counter() - t0

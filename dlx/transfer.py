@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from dlx.checkpoint import read_torch_file
 from dlx.download import socket_timeout
 from dlx.errors import DlxError, first_line
 from dlx.models.pretrained import rename_torchvision_keys, resolve_weights, torchvision_arch
@@ -107,10 +108,7 @@ def checkpoint_path(spec: str | os.PathLike[str]) -> Path:
 
 def read_state_dict(path: Path, what: str = "model.init_from") -> dict[str, torch.Tensor]:
     """A model state dict from a dlx checkpoint (its ``model`` entry) or a plain ``torch.save(state_dict)``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs on load
-    except Exception as e:
-        raise DlxError(f"{what}: {path} cannot be read: {first_line(e)}") from None
+    state = read_torch_file(path, f"{what}:")  # tensors only: no code runs on load
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

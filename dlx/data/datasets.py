@@ -194,6 +194,10 @@ def _short(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+class DatasetUnavailable(DlxError):
+    """A torchvision dataset's files are not in its folder (and were not, or could not be, downloaded)."""
+
+
 def _unavailable(name: str, root: Path, reason: str) -> DlxError:
     expected = EXPECTED_FILES[name]
     missing = [p for p in expected if not (root / p).is_file()]
@@ -203,7 +207,7 @@ def _unavailable(name: str, root: Path, reason: str) -> DlxError:
         lead = f"dataset {name!r} incomplete in {root}: missing {describe_files(missing)}"
     else:
         lead = f"dataset {name!r} not found in {root}"
-    return DlxError(
+    return DatasetUnavailable(
         f"{lead}: expected {describe_files(expected)} "
         f"({reason}; set data.data_dir or DLX_DATA_DIR to a folder holding them)"
     )
