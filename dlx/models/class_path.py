@@ -31,10 +31,12 @@ def import_object(path: str) -> Any:
     if not sep or not module_name or not attr:
         raise ValueError(f"got {path!r}; expected 'package.module:ClassName'")
     # A console script's sys.path starts at its own bin/ folder; users expect their working directory to be
-    # importable (as with ``python -m``), so a module next to the experiments can be named.
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
+    # importable (as with ``python -m``), so a module next to the experiments can be named. It goes to the END
+    # of sys.path (a json.py there never shadows the standard library); a sweep worker is told the sweep's
+    # working directory explicitly (DLX_IMPORT_PATH), since it starts with none on its path.
+    user = os.environ.get("DLX_IMPORT_PATH") or os.getcwd()
+    if user not in sys.path and "" not in sys.path:
+        sys.path.append(user)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or any error the module raises while it runs

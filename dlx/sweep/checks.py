@@ -18,7 +18,7 @@ def inspect_cells(sweep: Sweep) -> None:
     model impossible, a validation split larger than the data, an unknown device are all reported
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
-    from dlx.build import build_initialized_model, resolve_device, split_data
+    from dlx.build import build_initialized_model, check_training, resolve_device, split_data
     from dlx.data.datasets import load_dataset
     from dlx.modelinfo import count_parameters, flops_per_image
 
@@ -32,8 +32,12 @@ def inspect_cells(sweep: Sweep) -> None:
             if key not in datasets:
                 datasets[key] = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
             data = datasets[key]
-            split_data(data, cfg)
+            train, _, _ = split_data(data, cfg)
             model = build_initialized_model(cfg, data)
+            check_training(cfg, data, train, model)  # optimizer, schedule, augmentation: what fit will build
+        except ConfigError as e:
+            problems += [(cell.name, p.removeprefix(f"{cfg.name}: ")) for p in e.problems]
+            continue
         except DlxError as e:
             problems.append((cell.name, str(e)))
             continue
@@ -76,8 +80,22 @@ def held_elsewhere(path: Path) -> bool:
     return True
 
 
+RETRIED = ("failed", "diverged", "broken")  # final states --retry-failed trains again
+
+
+def has_results(path: Path) -> bool:
+    """Whether a cell folder holds anything a retrain would destroy: checkpoints or metrics."""
+    run = Run(path)
+    return any(p.is_file() for p in (run.best_checkpoint, run.last_checkpoint, run.metrics_path))
+
+
 def read_summary(path: Path) -> dict[str, Any]:
+    """A cell's summary.json; ``{}`` if there is none (or an unreadable one guarding nothing); for an unreadable
+    one next to checkpoints or metrics, ``{"status": "broken", "message": why}``: never silently retrained."""
     try:
         return Run(path).read_summary()
-    except DlxError:
-        return {}
+    except DlxError as e:
+        if not has_results(path):
+            return {}
+        return {"status": "broken", "message": f"{e}; checkpoints and metrics kept (--retry-failed moves the "
+                                               f"folder aside and trains the cell again)"}  # fmt: skip

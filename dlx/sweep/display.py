@@ -22,7 +22,7 @@ from dlx.runs import Run
 from dlx.sweep.pool import Plan
 from dlx.sweep.state import FINAL, CellState
 
-STYLES = {"completed": "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
+STYLES = {"completed": "green", "failed": "red", "diverged": "red", "broken": "red", "interrupted": "yellow",
           "running": "cyan", "elsewhere": "magenta", "pending": "dim"}  # fmt: skip
 
 

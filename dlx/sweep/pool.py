@@ -72,6 +72,7 @@ class Plan:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]  # the worker sees only its GPU
         package_root = str(Path(__file__).resolve().parents[2])  # the folder holding dlx/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["DLX_IMPORT_PATH"] = os.getcwd()  # where class_path modules are looked for, recorded explicitly
         return env
 
 
@@ -84,6 +85,14 @@ def plan_workers(sweep: Sweep, workers: int | None) -> Plan:
     return Plan(workers=n, threads=max(1, cpu_count() // n), gpus=gpus)
 
 
+def worker_command() -> list[str]:
+    """``python -P -m dlx.sweep.worker``: the working directory is NOT put first on sys.path, so a ``json.py``
+    where the user runs ``dlx sweep`` is never imported by a worker (Python < 3.11 has no -P: -I, isolated).
+    User modules for ``model.class_path`` are found through ``DLX_IMPORT_PATH`` (set by ``Plan.env``), appended
+    to the end of sys.path."""
+    return [sys.executable, "-P" if sys.version_info >= (3, 11) else "-I", "-m", "dlx.sweep.worker"]
+
+
 class WorkerProcess:
     """A ``python -m dlx.sweep.worker`` child: JSON tasks on its stdin, JSON results on its stdout."""
 
@@ -93,7 +102,7 @@ class WorkerProcess:
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
         # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dlx.sweep.worker"],
+            worker_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

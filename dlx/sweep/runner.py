@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -17,7 +18,7 @@ from rich.table import Table
 from dlx.console import wide_console
 from dlx.errors import DlxError
 from dlx.runs import Run, update_sweep_index
-from dlx.sweep.checks import check_existing, held_elsewhere, inspect_cells, read_summary
+from dlx.sweep.checks import RETRIED, check_existing, held_elsewhere, inspect_cells, read_summary
 from dlx.sweep.display import Display
 from dlx.sweep.pool import Plan, WorkerDied, WorkerProcess, plan_workers
 from dlx.sweep.spec import Sweep, format_value
@@ -132,6 +133,7 @@ class SweepRunner:
                 "base": str(sweep.base),
                 **{k: spec[k] for k in ("set", "grid", "variants", "random", "seeds") if k in spec},
                 "runs_dir": str(sweep.runs_dir),
+                "import_path": os.getcwd(),  # where workers look for class_path modules (DLX_IMPORT_PATH)
                 "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "counts": dict(Counter(c["status"] for c in cells)),
                 "cells": cells,
@@ -243,7 +245,9 @@ class SweepRunner:
             # Final states decided from disk right away; the worker re-checks under the cell's lock anyway.
             if status == "completed":
                 st.state, st.note = "completed", "completed earlier"
-            elif status in ("failed", "diverged") and not self.retry_failed:
+            elif status == "broken" and not self.retry_failed:
+                st.state, st.note = status, s.get("message", "")
+            elif status in RETRIED and not self.retry_failed:
                 st.state, st.note = status, f"{status} earlier, not retried (--retry-failed retries it)"
         todo = [st for st in self.states if st.state == "pending"]
         self.display.opening(self.sweep.folder, len(self.states) - len(todo), len(todo))

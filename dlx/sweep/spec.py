@@ -230,6 +230,19 @@ def cell_name(parts: list[str]) -> str:
     return name
 
 
+MAX_CELLS = 10_000  # a sweep past this is a typo (a budget of 1e9), not a plan: refused before expanding
+
+
+def cell_count(spec: SweepSpec) -> tuple[int, str]:
+    """How many cells the sweep has, and the product that gives it (``grid 3 x 2 x seeds 3``)."""
+    factors = [("grid", math.prod(len(v) for v in spec.grid.values()) if spec.grid else 1),
+               ("variants", len(spec.variants) or 1),
+               ("random", spec.random.budget if spec.random else 1),
+               ("seeds", len(spec.seeds) or 1)]  # fmt: skip
+    shown = " x ".join(f"{name} {n:,}" for name, n in factors if n != 1) or "1"
+    return math.prod(n for _, n in factors), shown
+
+
 def expand(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     """Every cell of a sweep as (name, {dotted key: value}), in a stable order."""
     grid_points = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
@@ -329,6 +342,12 @@ def load_sweep(name: str | Path, overrides: list[str] | None = None, runs_dir: s
         raise ConfigError([f"{label}: name: {sweep_name!r} is not a valid folder name; set name: in the sweep file"])
     output = base.get("output") if isinstance(base.get("output"), dict) else {}
     root = Path(runs_dir if runs_dir is not None else output.get("runs_dir", "runs"))
+    if root.exists() and not root.is_dir():
+        option = "--runs-dir" if runs_dir is not None else "output.runs_dir"
+        raise DlxError(f"{option} {root}: is a file; give a folder")
+    count, product = cell_count(spec)
+    if count > MAX_CELLS:
+        raise ConfigError([f"{label}: the sweep has {count:,} cells ({product}); at most {MAX_CELLS:,}"])
 
     cells: list[Cell] = []
     seen: dict[str, dict[str, Any]] = {}

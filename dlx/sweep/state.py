@@ -7,13 +7,15 @@ from typing import Any
 
 from dlx.sweep.spec import Cell
 
-FINAL = ("completed", "failed", "diverged", "interrupted")
+# "broken": the cell's summary.json is unreadable but it holds results (checkpoints, metrics): never deleted,
+# retrained only with --retry-failed, which moves the old folder aside first.
+FINAL = ("completed", "failed", "diverged", "interrupted", "broken")
 
 
 @dataclass
 class CellState:
     cell: Cell
-    state: str = "pending"  # pending | running | elsewhere | completed | failed | diverged | interrupted
+    state: str = "pending"  # pending | running | elsewhere | <FINAL>
     note: str = ""
     worker: int | None = None
     started: float | None = None

@@ -24,8 +24,8 @@ from typing import IO, Any
 
 from dlx.config import ExperimentConfig, config_from_dict
 from dlx.errors import DlxError
-from dlx.runs import CONFIG_FILE, Run, claim_cell, reset_run
-from dlx.sweep.checks import read_summary
+from dlx.runs import CONFIG_FILE, Run, claim_cell, new_run_id, reset_run
+from dlx.sweep.checks import RETRIED, read_summary
 
 # ---------------------------------------------------------------------------- one cell
 
@@ -38,6 +38,14 @@ def _fail_before_fit(run: Run, cfg: ExperimentConfig, previous: dict[str, Any], 
                "message": message}  # fmt: skip
     run.write_summary(summary)
     return summary
+
+
+def move_aside(run: Run) -> Path:
+    """Rename a broken cell's folder to ``<cell>.broken-<time>`` (kept, never deleted) and release it."""
+    aside = run.path.with_name(f"{run.path.name}.broken-{new_run_id()}")
+    run.path.rename(aside)
+    run.release()
+    return aside
 
 
 def run_cell(
@@ -53,15 +61,18 @@ def run_cell(
     if run is None:
         return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
     try:
-        try:
-            previous = run.read_summary()
-        except DlxError:
-            previous = {}  # a corrupt summary: the cell starts over
+        previous = read_summary(run.path)  # {} for none; status "broken" for an unreadable one guarding results
         status = previous.get("status")
         if status == "completed":
             return {"outcome": "skipped", "status": status, "message": "completed earlier"}
-        if status in ("failed", "diverged") and not retry_failed:
+        if status in RETRIED and not retry_failed:
             return {"outcome": "skipped", "status": status, "message": previous.get("message", "")}
+        if status == "broken":  # --retry-failed: keep the old folder beside the cell, train a fresh one
+            move_aside(run)
+            fresh = claim_cell(run_dir)
+            if fresh is None:
+                return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
+            run, previous, status = fresh, {}, None
         # The sweep's base experiment: the run records the git commit of the project it lives in.
         cfg = config_from_dict(config, str(run.path / CONFIG_FILE)).from_file(experiment_file)
         from dlx.build import prepare
