@@ -103,3 +103,58 @@ def test_an_exception_in_the_final_phase_leaves_failed_not_running(
     assert summary["status"] == "failed"
     assert summary["message"] == "OSError: disk went away while drawing"
     assert summary["epochs_completed"] == 2
+
+
+KILL_POINTS = 8
+
+
+def test_kill_9_at_any_moment_resumes_bit_identical(tmp_path: Path, reference: tuple[dict, Path]) -> None:
+    """SIGKILL (no handler runs) at moments spread over a whole run: each leaves a run that --resume completes
+    with the uninterrupted run's metrics and weights (or nothing, when the process died before its folder had
+    a config; or a completed run, when it had finished)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = tmp_path / "tiny.yaml"
+
+    def start(run_id: str) -> subprocess.Popen:
+        path.write_text(yaml.safe_dump(experiment(tmp_path / "runs")))
+        return subprocess.Popen([sys.executable, "-m", "dlx.cli", "train", str(path), "--run-id", run_id, "-q"],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+    # How long a run takes here, from the moment its folder exists until its summary says completed.
+    timing = start("timing")
+    summary = tmp_path / "runs" / "tiny" / "timing" / "summary.json"
+    while not summary.parent.exists():
+        time.sleep(0.005)
+    began = time.monotonic()
+    while not (summary.exists() and '"completed"' in summary.read_text()):
+        assert timing.poll() is None or summary.exists(), timing.communicate()
+        time.sleep(0.005)
+    span = time.monotonic() - began
+    assert timing.wait(timeout=120) == 0
+
+    full, full_dir = reference
+    outcomes = []
+    for k in range(KILL_POINTS):
+        run_id = f"kill{k}"
+        run_dir = tmp_path / "runs" / "tiny" / run_id
+        child = start(run_id)
+        while not run_dir.exists():
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.005)
+        time.sleep(span * k / KILL_POINTS)
+        child.kill()
+        child.wait()
+        if not (run_dir / "config.yaml").exists():
+            outcomes.append("before config")
+            continue
+        status = json.loads((run_dir / "summary.json").read_text())["status"]
+        resumed = resume_run(run_dir, quiet=True) if status != "completed" else full
+        assert resumed["status"] == "completed"
+        assert rows(run_dir) == rows(full_dir), run_id
+        assert (resumed["test_loss"], resumed["test_acc"]) == (full["test_loss"], full["test_acc"])
+        a = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+        b = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[key], b[key]) for key in a), run_id
+        outcomes.append(status)
+    print(f"kill -9 at {KILL_POINTS} points over {span:.2f} s: {outcomes}")
+    assert sum(o in ("running", "completed") for o in outcomes) >= KILL_POINTS // 2, outcomes
