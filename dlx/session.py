@@ -7,7 +7,7 @@ from typing import Any
 
 from dlx.config import ExperimentConfig, load_run_config
 from dlx.errors import DlxError
-from dlx.runs import Run, create_run, open_run
+from dlx.runs import Run, check_run_id, create_run, open_run
 
 
 def start_run(
@@ -22,6 +22,8 @@ def start_run(
     from dlx.build import prepare
     from dlx.train import fit
 
+    if run_id is not None:
+        check_run_id(run_id)  # before the data and the model are built: a typo costs nothing
     setup = prepare(cfg)
     if run is None:
         run = create_run(runs_dir if runs_dir is not None else cfg.output.runs_dir, cfg.name, run_id)
