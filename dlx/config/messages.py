@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -24,8 +25,19 @@ def _fields_at(loc: tuple[Any, ...], schema: type[BaseModel] | None = None) -> l
     return []
 
 
+# repr() of what a config holds, cut short while it is built: a value shared by YAML aliases can stand for a
+# billion values, and repr() of an integer of 5,000 digits raises.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 60, 40, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = 6
+
+
 def _format_value(v: Any) -> str:
-    text = repr(v)
+    """A value as a problem line quotes it: its repr, at most 60 characters, never built in full."""
+    try:
+        text = _REPR.repr(v)
+    except Exception:  # a repr that raises (an int past Python's digit limit): name the type instead
+        text = f"<{type(v).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
