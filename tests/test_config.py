@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlx.config import ExperimentConfig, apply_overrides, load_config, load_run_config, parse_override, read_yaml
 from dlx.config.messages import _format_value
@@ -249,6 +250,34 @@ def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
     assert problems(path, ["nonsense"]) == [
         "--set 'nonsense': expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"
     ]
+
+
+def test_set_value_that_is_not_yaml_is_an_error_not_a_string(tmp_path: Path) -> None:
+    """``--set optimizer.lr=[1,`` once became the string '[1,' (and a str-typed key took it silently)."""
+    path = write(tmp_path, "name: t\n")
+    hint = """quote a string value, e.g. --set name='"a: b"'"""
+    assert problems(path, ["optimizer.lr=[1,"]) == [
+        f"--set 'optimizer.lr=[1,': not valid YAML (did not find expected node content); {hint}"
+    ]
+    assert problems(path, ["data.data_dir=@home"]) == [
+        f"--set 'data.data_dir=@home': not valid YAML (found character that cannot start any token); {hint}"
+    ]
+    assert load_config(path, ['data.data_dir="@home: x"']).data.data_dir == "@home: x"  # quoted: a string
+
+
+def test_exponent_numbers_are_floats_in_files_and_set(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string: dlx reads it as the float everyone means."""
+    assert parse_override("optimizer.lr=1e-3") == (["optimizer", "lr"], 0.001)
+    assert type(parse_override("optimizer.lr=1e-3")[1]) is float
+    path = write(tmp_path, "name: t\noptimizer: {name: adam, lr: 2E-3, args: {eps: 1e-8, betas: [.9e0, 999e-3]}}\n")
+    cfg = load_config(path)
+    assert cfg.optimizer.lr == 0.002 and cfg.optimizer.args == {"eps": 1e-8, "betas": [0.9, 0.999]}
+    assert type(cfg.optimizer.args["eps"]) is float
+    # Only plain decimal exponent numbers: anything else float() would take stays a string.
+    for text in ("1e", "e5", "1_0e3", "1e3.5", "0x1p3", "\u0661e3", "'1e-3'"):
+        assert isinstance(parse_override(f"model.args.x={text}")[1], str), text
+    # PyYAML's own loader is left as it is.
+    assert yaml.safe_load("1e-3") == "1e-3"
 
 
 def test_set_name_drops_the_args_of_the_old_name(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ few lines of YAML), each refused with one line before anything walks the data.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ _SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class DlxLoader(_SafeLoader):  # type: ignore[misc, valid-type]
-    """The YAML dlx reads: PyYAML's safe loader. A subclass, so that dlx's changes stay out of PyYAML's own."""
+    """The YAML dlx reads: PyYAML's safe loader, and ``1e-3`` is a float. A subclass, so that PyYAML's own
+    loaders stay as they are."""
+
+
+# YAML 1.1 (PyYAML) wants a dot and a signed exponent (1.0e-3): 1e-3 and 5E4 would be strings. Only plain decimal
+# digits, so nothing else that Python's float() happens to accept (1_0e3, non-ASCII digits) becomes a number.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+\Z")
+DlxLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 MAX_DEPTH = 64  # levels of nesting (the top-level mapping is one); an experiment needs about five
@@ -98,13 +106,16 @@ def _check_size(data: Any, label: str) -> None:
         )
 
 
-def load_yaml_text(text: str, label: str) -> Any:
-    """Safe YAML -> Python data, within dlx's bounds (nesting, expanded size); ConfigError with one line otherwise."""
+def load_yaml_text(text: str, label: str, *, hint: str | None = None) -> Any:
+    """Safe YAML -> Python data, within dlx's bounds (nesting, expanded size); ConfigError with one line otherwise.
+    ``hint``: a YAML syntax error reads ``label: not valid YAML (problem); hint`` (a --set value has no lines)."""
     try:
         _check_nesting(text, label)
         data = yaml.load(text, Loader=DlxLoader)  # DlxLoader is a SafeLoader
     except yaml.YAMLError as e:
         where, problem = _yaml_problem(e)
+        if hint is not None:
+            raise ConfigError([f"{label}: not valid YAML ({problem}); {hint}"]) from None
         raise ConfigError([f"{label}: not valid YAML{where}: {problem}"]) from None
     except RecursionError:
         raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"]) from None
@@ -160,18 +171,17 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(_resolve_extends(parent_path, (*seen, resolved)), data)
 
 
+_SET_HINT = """quote a string value, e.g. --set name='"a: b"'"""
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``optimizer.lr=0.01`` -> (['optimizer', 'lr'], 0.01); the value is read as YAML."""
+    """``optimizer.lr=0.01`` -> (['optimizer', 'lr'], 0.01); the value is read as YAML, and a value that is not
+    valid YAML is a ConfigError (never silently the raw string: a typo would reach the schema as text)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"])
-    try:
-        value = load_yaml_text(raw, f"--set {item!r}") if raw.strip() else None
-    except ConfigError as e:
-        if "not valid YAML" not in e.problems[0]:
-            raise
-        value = raw
+    value = load_yaml_text(raw, f"--set {item!r}", hint=_SET_HINT) if raw.strip() else None
     return key.split("."), value
 
 
