@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlx.config import ExperimentConfig, apply_overrides, load_config, load_run_config, parse_override, read_yaml
+from dlx.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    load_run_config,
+    parse_override,
+    read_yaml,
+)
 from dlx.config.messages import _format_value
 from dlx.errors import ConfigError
 
@@ -227,6 +235,32 @@ def test_echoed_values_are_capped_without_building_their_repr() -> None:
     assert len(_format_value("x" * 10**6)) <= 60
     assert _format_value(0.5) == "0.5" and _format_value("adamw") == "'adamw'"
     assert len(_format_value(int("9" * 4000) * 10**1000)) <= 60  # repr() of it raises ValueError
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"optimizer": {"lr": float("inf")}}, "optimizer.lr: got inf; input should be a finite number"),
+        ({"train": {"grad_clip": float("inf")}}, "train.grad_clip: got inf; input should be a finite number"),
+        ({"augment": {"scale": [1, float("inf")]}}, "augment.scale.1: got inf; input should be a finite number"),
+        ({"init": {"name": "normal", "bias": float("nan")}}, "init.bias: got nan; input should be a finite number"),
+        ({"seed": 2**63}, f"seed: got {2**63}; a seed must fit in 64 bits: -2**63 <= seed < 2**63"),
+        ({"data": {"split_seed": -(2**63) - 1}}, f"data.split_seed: got {-(2**63) - 1}; a seed must fit in 64 bits: "
+                                                 "-2**63 <= seed < 2**63"),
+        ({"model": {"width": 1e30}}, "model.width: got 1e+30; input should be less than or equal to 64"),
+        ({"model": {"depth": float("inf")}}, "model.depth: got inf; input should be a finite number"),
+        ({"augment": {"crop_padding": 10**12}}, "augment.crop_padding: got 1000000000000; input should be less than "
+                                                "or equal to 4096"),
+    ],
+    ids=["lr-inf", "grad-clip-inf", "scale-inf", "bias-nan", "seed-2**63", "split-seed", "width-1e30", "depth-inf",
+         "crop-padding"],
+)  # fmt: skip
+def test_numbers_are_finite_and_bounded(data: dict, line: str) -> None:
+    """inf passed every gt/le bound (lr: .inf > 0); a width of 1e30 or an infinite depth crashed the model build."""
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"name": "t", **data}, "x.yaml")
+    assert e.value.problems == [f"x.yaml: {line}"]
+    assert config_from_dict({"name": "t", "seed": -(2**63), "data": {"split_seed": 2**63 - 1}}).seed == -(2**63)
 
 
 def test_extends_merges_and_detects_cycles(tmp_path: Path) -> None:
