@@ -125,13 +125,26 @@ def load_yaml_text(text: str, label: str, *, hint: str | None = None) -> Any:
     return data
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a YAML file ('file not found', 'is a folder, ...'), or None when it can."""
+    try:
+        if path.is_file():
+            return None
+        return "is a folder, not a YAML file" if path.is_dir() else "file not found"
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+        return f"cannot read ({getattr(e, 'strerror', None) or e})"
+
+
 def _read_yaml(path: Path, label: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError([f"{label}: file not found"])
+    problem = _not_a_file(path)
+    if problem is not None:
+        raise ConfigError([f"{label}: {problem}"])
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{label}: not a UTF-8 text file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{label}: cannot read ({e.strerror or e})"]) from None
     data = load_yaml_text(text, label)
     if data is None:
         return {}
@@ -166,8 +179,10 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
             [f"{label}: extends: got {_format_value(parent)}; expected a path to another experiment file"]
         )
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-    if not parent_path.is_file():
-        raise ConfigError([f"{label}: extends: file not found: {parent_path}"])
+    problem = _not_a_file(parent_path)
+    if problem is not None:
+        shown = str(parent_path) if len(str(parent_path)) <= 200 else str(parent_path)[:197] + "..."
+        raise ConfigError([f"{label}: extends: {problem}: {shown}"])
     return deep_merge(_resolve_extends(parent_path, (*seen, resolved)), data)
 
 

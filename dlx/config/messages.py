@@ -41,7 +41,14 @@ def _format_value(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_SUBKEY = re.compile(r"^[a-z_][a-z0-9_.]*: ")
+# A section validator's message that names its sub-keys itself (``args.eps: ...``); args keys are the user's own.
+_SUBKEY = re.compile(r"""^[a-z_](?:[^\s:'"]|'[^']*'|"[^"]*")*: """)
+
+
+def _key_part(part: Any) -> str:
+    """One part of a key path as a line shows it: an empty or unprintable key is quoted (``model.''``)."""
+    text = str(part)
+    return text if text and text.isprintable() else repr(text)
 
 
 def format_errors(error: ValidationError, label: str, schema: type[BaseModel] | None = None) -> list[str]:
@@ -49,7 +56,7 @@ def format_errors(error: ValidationError, label: str, schema: type[BaseModel] | 
     lines = []
     for err in error.errors(include_url=False):
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(_key_part(p) for p in loc) or "(top level)"
         kind = err["type"]
         given = err.get("input")
         if kind == "extra_forbidden":
