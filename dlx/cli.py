@@ -32,15 +32,15 @@ def _err(text: str) -> None:
 
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body: user errors print one clear message and exit with their code, no traceback."""
-    from dlx.errors import ConfigError, DlxError
+    from dlx.errors import ConfigError, DlxError, one_line
 
     try:
         return fn()
     except ConfigError as e:
-        _err("\n".join(f"error: {line}" for line in e.problems))
+        _err("\n".join(f"error: {one_line(line)}" for line in e.problems))
         raise typer.Exit(e.exit_code) from None
     except DlxError as e:
-        _err(f"error: {e}")
+        _err(f"error: {one_line(str(e))}")
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
         from dlx.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated

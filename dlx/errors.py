@@ -26,3 +26,11 @@ def first_line(error: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name: what a one-line error quotes."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\n``): a key or value of the user's
+    never splits an error line in two, nor sends control codes to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -16,8 +16,8 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,21 @@ from filelock import FileLock, Timeout
 from dlx.errors import DlxError
 
 TMP_SUFFIX = ".tmp"
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A folder name dlx creates (experiment name, run id); matched with fullmatch: ``$`` would allow a trailing newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, exclusive temp file next to ``path``. Unlike mkstemp (always 0600) it is created with mode 0666, so
+    the user's umask decides the final file's permissions, as for any file a program writes."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 class DiskFull(DlxError):
@@ -48,10 +62,10 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     A full disk raises ``DiskFull`` naming the path, the space needed and the space free.
     """
     path = Path(path)
-    tmp: str | None = None
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        fd, tmp = _create_temp(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -125,7 +139,7 @@ def new_run_id() -> str:
 
 
 def _check_segment(value: str, what: str) -> str:
-    if not value or not _SEGMENT.match(value):
+    if not value or not _SEGMENT.fullmatch(value):
         raise DlxError(f"{what} {value!r} is not a valid folder name: use letters, digits, '-', '_' and '.'")
     return value
 
@@ -227,16 +241,22 @@ class Run:
         return True
 
 
+def check_run_id(run_id: str) -> str:
+    """A ``--run-id`` that can name a folder (letters, digits, '-', '_', '.'); DlxError otherwise."""
+    return _check_segment(run_id, "run id")
+
+
 def create_run(runs_dir: str | os.PathLike[str], name: str, run_id: str | None = None) -> Run:
     """Make runs/<name>/<run-id>/ exclusively. An explicit run id that exists is refused, never reused."""
     _check_segment(name, "experiment name")
+    if run_id is not None:
+        check_run_id(run_id)
     parent = Path(runs_dir) / name
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DlxError(f"cannot create {parent}: {e.strerror}") from None
     if run_id is not None:
-        _check_segment(run_id, "run id")
         path = parent / run_id
         try:
             path.mkdir()

@@ -8,7 +8,7 @@ from typing import Any
 
 from dlx.config import ExperimentConfig, config_differences, load_run_config
 from dlx.errors import DlxError
-from dlx.runs import Run, create_run, open_run
+from dlx.runs import Run, check_run_id, create_run, open_run
 
 
 def start_run(
@@ -23,6 +23,8 @@ def start_run(
     from dlx.build import prepare
     from dlx.train import fit
 
+    if run_id is not None:
+        check_run_id(run_id)  # before the data and the model are built: a typo costs nothing
     setup = prepare(cfg)
     created = run is None
     if run is None:

@@ -82,6 +82,17 @@ def test_wrong_resume_path_is_an_error_never_a_fresh_run(tmp_path: Path, runs_di
     assert not runs_dir.exists()
 
 
+def test_run_id_ending_in_a_newline_is_refused_before_anything_runs(tmp_path: Path, runs_dir: Path) -> None:
+    """``--run-id $'x\\n'`` once made a folder whose name ended in a newline (the pattern's ``$`` allows one)."""
+    path = write_tiny(tmp_path, runs_dir, **{"train.epochs": 1, "data.train_size": 200, "output.plots": False})
+    result = runner.invoke(app, ["train", str(path), "--run-id", "x\n", "-q"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: run id 'x\\n' is not a valid folder name: use letters, digits, '-', '_' and '.'"
+    ]
+    assert not runs_dir.exists()
+
+
 def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, runs_dir: Path) -> None:
     """A real SIGINT to a real `dlx train` process: status interrupted, then --resume completes it."""
     path = write_tiny(tmp_path, runs_dir, **{"train.epochs": 30, "data": {

@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from dlx.config import ExperimentConfig, apply_overrides, load_config
+from dlx.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    load_run_config,
+    parse_override,
+    read_yaml,
+)
+from dlx.config.messages import _format_value
 from dlx.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +154,115 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
     assert "not valid YAML" in line
 
 
+def billion_laughs(levels: int = 9) -> str:
+    """The classic alias bomb: each level lists the previous one 9 times; ``seed`` holds 10**levels values."""
+    lines = ["name: t", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join([*lines, f"seed: *a{levels - 1}", ""])
+
+
+def nested(levels: int, key: str = "seed") -> str:
+    """``key`` holds lists nested ``levels`` deep: the file is nested ``levels + 1`` levels (its mapping is one)."""
+    return f"name: t\n{key}: {'[' * levels}{']' * levels}\n"
+
+
+BOMB = re.compile(
+    r"too large: [\d,]+ values once YAML aliases are expanded \(at most 100,000\); is this an alias bomb\?$"
+)
+
+
+def test_an_alias_bomb_is_refused_before_anything_expands_it(tmp_path: Path) -> None:
+    """Nine levels of 'billion laughs' once hung dlx at 4 GB: the error message repr()ed the expanded value."""
+    path = write(tmp_path, billion_laughs())
+    start = time.monotonic()
+    (line,) = problems(path)
+    assert time.monotonic() - start < 2  # a second or less on a quiet machine; minutes (and GBs) without the check
+    assert line.startswith(f"{path}: ") and BOMB.search(line), line
+    # Every YAML dlx reads has the same bound: sweep files (read_yaml), a run's config.yaml, --set values.
+    with pytest.raises(ConfigError, match=BOMB):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match=BOMB):
+        load_run_config(path)
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]
+    inline = f"[{', '.join(levels)}]"
+    with pytest.raises(ConfigError, match=BOMB):
+        parse_override(f"seed={inline}")
+    # An extends parent too.
+    child = write(tmp_path, "extends: exp.yaml\nname: c\n", "child.yaml")
+    assert problems(child) == [line]
+
+
+def test_nesting_is_bounded_with_a_clean_error(tmp_path: Path) -> None:
+    """1000 levels gave a RecursionError traceback (and libyaml's C loader crashes on 100,000)."""
+    for levels in (64, 999, 100_000):
+        path = write(tmp_path, nested(levels))
+        assert problems(path) == [f"{path}: nested deeper than 64 levels"], levels
+    with pytest.raises(ConfigError, match=r"^--set 'seed=\[\[.*: nested deeper than 64 levels$"):
+        parse_override(f"seed={'[' * 1000}{']' * 1000}")
+    # 64 levels are read (and the schema says what is wrong with the value).
+    (line,) = problems(write(tmp_path, nested(63)))
+    assert (
+        "seed: got [[[[...]]]]; input should be a valid integer" in line and "input should be a valid integer" in line
+    )
+    # Aliases nest too: three 30-level anchors, each inside the next, are 90 levels once expanded.
+    chain = "name: t\na: &a " + "[" * 30 + "]" * 30 + "\nb: &b " + "[" * 29 + "*a" + "]" * 29
+    chain += "\nseed: " + "[" * 29 + "*b" + "]" * 29 + "\n"
+    path = write(tmp_path, chain)
+    assert problems(path) == [f"{path}: nested deeper than 64 levels"]
+    path = write(tmp_path, "name: t\nseed: &a [1, *a]\n")
+    assert problems(path) == [f"{path}: a YAML alias refers to a value that contains it (a recursive structure)"]
+
+
+def test_values_python_cannot_build_are_one_line(tmp_path: Path) -> None:
+    """A date that does not exist or an integer of 5,000 digits raised ValueError inside the YAML loader."""
+    path = write(tmp_path, "name: t\nseed: 2001-13-45\n")
+    assert problems(path) == [f"{path}: cannot read a value (month must be in 1..12)"]
+    path = write(tmp_path, f"name: t\nseed: {'9' * 5000}\n")
+    assert problems(path) == [
+        f"{path}: cannot read a value (Exceeds the limit (4300 digits) for integer string conversion: "
+        "value has 5000 digits)"
+    ]
+
+
+def test_echoed_values_are_capped_without_building_their_repr() -> None:
+    huge: list = ["lol"] * 10
+    for _ in range(8):
+        huge = [huge] * 10  # 10**9 strings once expanded, shared: repr() would take minutes and GBs
+    start = time.monotonic()
+    text = _format_value(huge)
+    assert time.monotonic() - start < 1
+    assert len(text) <= 60 and text.startswith("[[[")
+    assert len(_format_value("x" * 10**6)) <= 60
+    assert _format_value(0.5) == "0.5" and _format_value("adamw") == "'adamw'"
+    assert len(_format_value(int("9" * 4000) * 10**1000)) <= 60  # repr() of it raises ValueError
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"optimizer": {"lr": float("inf")}}, "optimizer.lr: got inf; input should be a finite number"),
+        ({"train": {"grad_clip": float("inf")}}, "train.grad_clip: got inf; input should be a finite number"),
+        ({"augment": {"scale": [1, float("inf")]}}, "augment.scale.1: got inf; input should be a finite number"),
+        ({"init": {"name": "normal", "bias": float("nan")}}, "init.bias: got nan; input should be a finite number"),
+        ({"seed": 2**63}, f"seed: got {2**63}; a seed must fit in 64 bits: -2**63 <= seed < 2**63"),
+        ({"data": {"split_seed": -(2**63) - 1}}, f"data.split_seed: got {-(2**63) - 1}; a seed must fit in 64 bits: "
+                                                 "-2**63 <= seed < 2**63"),
+        ({"model": {"width": 1e30}}, "model.width: got 1e+30; input should be less than or equal to 64"),
+        ({"model": {"depth": float("inf")}}, "model.depth: got inf; input should be a finite number"),
+        ({"augment": {"crop_padding": 10**12}}, "augment.crop_padding: got 1000000000000; input should be less than "
+                                                "or equal to 4096"),
+    ],
+    ids=["lr-inf", "grad-clip-inf", "scale-inf", "bias-nan", "seed-2**63", "split-seed", "width-1e30", "depth-inf",
+         "crop-padding"],
+)  # fmt: skip
+def test_numbers_are_finite_and_bounded(data: dict, line: str) -> None:
+    """inf passed every gt/le bound (lr: .inf > 0); a width of 1e30 or an infinite depth crashed the model build."""
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"name": "t", **data}, "x.yaml")
+    assert e.value.problems == [f"x.yaml: {line}"]
+    assert config_from_dict({"name": "t", "seed": -(2**63), "data": {"split_seed": 2**63 - 1}}).seed == -(2**63)
+
+
 def test_extends_merges_and_detects_cycles(tmp_path: Path) -> None:
     write(tmp_path, "name: base\nseed: 3\noptimizer: {name: momentum, lr: 0.1}\ntrain: {epochs: 7}\n", "base.yaml")
     child = write(tmp_path, "extends: base.yaml\nname: child\noptimizer: {lr: 0.05}\n", "child.yaml")
@@ -163,6 +284,34 @@ def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
     assert problems(path, ["nonsense"]) == [
         "--set 'nonsense': expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"
     ]
+
+
+def test_set_value_that_is_not_yaml_is_an_error_not_a_string(tmp_path: Path) -> None:
+    """``--set optimizer.lr=[1,`` once became the string '[1,' (and a str-typed key took it silently)."""
+    path = write(tmp_path, "name: t\n")
+    hint = """quote a string value, e.g. --set name='"a: b"'"""
+    assert problems(path, ["optimizer.lr=[1,"]) == [
+        f"--set 'optimizer.lr=[1,': not valid YAML (did not find expected node content); {hint}"
+    ]
+    assert problems(path, ["data.data_dir=@home"]) == [
+        f"--set 'data.data_dir=@home': not valid YAML (found character that cannot start any token); {hint}"
+    ]
+    assert load_config(path, ['data.data_dir="@home: x"']).data.data_dir == "@home: x"  # quoted: a string
+
+
+def test_exponent_numbers_are_floats_in_files_and_set(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string: dlx reads it as the float everyone means."""
+    assert parse_override("optimizer.lr=1e-3") == (["optimizer", "lr"], 0.001)
+    assert type(parse_override("optimizer.lr=1e-3")[1]) is float
+    path = write(tmp_path, "name: t\noptimizer: {name: adam, lr: 2E-3, args: {eps: 1e-8, betas: [.9e0, 999e-3]}}\n")
+    cfg = load_config(path)
+    assert cfg.optimizer.lr == 0.002 and cfg.optimizer.args == {"eps": 1e-8, "betas": [0.9, 0.999]}
+    assert type(cfg.optimizer.args["eps"]) is float
+    # Only plain decimal exponent numbers: anything else float() would take stays a string.
+    for text in ("1e", "e5", "1_0e3", "1e3.5", "0x1p3", "\u0661e3", "'1e-3'"):
+        assert isinstance(parse_override(f"model.args.x={text}")[1], str), text
+    # PyYAML's own loader is left as it is.
+    assert yaml.safe_load("1e-3") == "1e-3"
 
 
 def test_set_name_drops_the_args_of_the_old_name(tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from torch import nn
+from typer.testing import CliRunner
 
 from dlx.build import build_model_from_config as build_from_config
+from dlx.cli import app
 from dlx.config import config_from_dict, load_config
 from dlx.errors import ConfigError, DlxError
 from dlx.modelinfo import count_parameters
@@ -102,6 +105,52 @@ def test_class_path_with_wrong_output_is_refused_before_training() -> None:
     with pytest.raises(DlxError, match=r"tests.custom_net:WrongOutput returns \(1, 4, 26, 26\) for one image; "
                                        r"expected \(1, 10\) scores"):  # fmt: skip
         build({"class_path": "tests.custom_net:WrongOutput"})
+
+
+def test_class_path_names_only_an_nn_module_class() -> None:
+    def refused(class_path: str) -> list[str]:
+        return problems({"name": "t", "model": {"class_path": class_path}})
+
+    assert refused("subprocess:run") == [
+        "x.yaml: model.class_path: 'subprocess:run' is a function, not an nn.Module class"
+    ]
+    assert refused("os:system") == ["x.yaml: model.class_path: 'os:system' is a function, not an nn.Module class"]
+    assert refused("os:path") == ["x.yaml: model.class_path: 'os:path' is a module, not an nn.Module class"]
+    assert refused("math:pi") == ["x.yaml: model.class_path: 'math:pi' is a float, not an nn.Module class"]
+    assert refused("pathlib:Path") == [
+        "x.yaml: model.class_path: 'pathlib:Path' is a class but not a subclass of torch.nn.Module"
+    ]
+
+
+def _run_folder_naming(tmp_path: Path, model: dict[str, Any]) -> Path:
+    """A run folder made by hand (config.yaml + an interrupted summary), as --resume finds one."""
+    run = tmp_path / "runs" / "x" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "x", "model": model}))
+    (run / "summary.json").write_text('{"status": "interrupted"}')
+    return run
+
+
+@pytest.mark.parametrize("command", ["train --dry-run", "inspect", "sweep --dry-run", "train --resume"])
+def test_class_path_never_calls_a_function_it_names(tmp_path: Path, command: str) -> None:
+    """``subprocess:run`` with init_args {args: [touch, X]} once created X before dlx saw it was no model."""
+    marker = tmp_path / "X"
+    model = {"class_path": "subprocess:run", "init_args": {"args": ["touch", str(marker)]}}
+    experiment = tmp_path / "x.yaml"
+    experiment.write_text(yaml.safe_dump({"name": "x", "model": model, "output": {"runs_dir": str(tmp_path / "out")}}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"base": "x.yaml", "grid": {"seed": [0, 1]}}))
+    args = {
+        "train --dry-run": ["train", str(experiment), "--dry-run"],
+        "inspect": ["inspect", str(experiment)],
+        "sweep --dry-run": ["sweep", str(tmp_path / "sweep.yaml"), "--dry-run"],
+        "train --resume": ["train", "--resume", str(_run_folder_naming(tmp_path, model))],
+    }[command]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "'subprocess:run' is a function, not an nn.Module class" in lines[0]
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------------------- sequential

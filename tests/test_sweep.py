@@ -96,6 +96,12 @@ def test_sweep_file_errors_are_one_line_each(tmp_path: Path, runs_dir: Path) -> 
     with pytest.raises(ConfigError) as e:
         load_sweep(bad)
     assert e.value.problems == [f"{bad}: grid: seed: also given as seeds; keep one"]
+    newline = write_sweep(tmp_path, runs_dir, {"variants": [{"name": "a\n", "seed": 1}]})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(newline)
+    assert e.value.problems == [
+        f"{newline}: variants: name: got 'a\\n' in variant 1; use letters, digits, '-', '_', '.'"
+    ]
 
 
 def test_dry_run_lists_cells_with_parameters_and_flops_and_writes_nothing(tmp_path: Path, runs_dir: Path) -> None:

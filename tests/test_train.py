@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -142,6 +144,22 @@ def test_existing_run_id_is_never_clobbered(runs_dir: Path) -> None:
     with pytest.raises(DlxError, match="already exists; choose another --run-id, or continue it with"):
         start_run(config_from_dict(tiny(runs_dir)), run_id="x", quiet=True)
     assert (runs_dir / "tiny" / "x" / "keep.txt").read_text() == "data"
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)], ids=["umask022", "umask002", "umask077"]
+)
+def test_run_files_follow_the_umask(runs_dir: Path, umask: int, mode: int) -> None:
+    """Atomic writes go through mkstemp (0600): the file must get the mode any other new file would."""
+    before = os.umask(umask)
+    try:
+        run = create_run(runs_dir, "tiny", "modes")
+        run.write_summary({"status": "running"})
+        run.write_config("name: tiny\n")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(run.summary_path.stat().st_mode) == mode
+    assert stat.S_IMODE(run.config_path.stat().st_mode) == mode
 
 
 def test_bad_device_leaves_no_run_directory(runs_dir: Path) -> None:

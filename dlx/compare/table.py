@@ -18,7 +18,7 @@ from typing import Any
 
 from dlx.compare.records import RunRecord
 from dlx.config import parse_override
-from dlx.errors import DlxError
+from dlx.errors import ConfigError, DlxError
 from dlx.numbers import finite
 from dlx.registry import closest
 
@@ -222,7 +222,10 @@ def filter_runs(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
         if not m:
             raise DlxError(f"--where {clause!r}: expected KEY=VALUE (or !=, >, <, >=, <=), e.g. model.width=2")
         key, op, raw = m.group(1), m.group(2), m.group(3).strip()
-        wanted = parse_override(f"{key}={raw}")[1]
+        try:
+            wanted = parse_override(f"{key}={raw}")[1]
+        except ConfigError:
+            wanted = raw  # --where compares a value that is not YAML as text
         if runs and all(_lookup(r, key) is MISSING for r in runs):
             hint = closest(key, _known_keys(runs))
             raise DlxError(f"--where {clause!r}: no run has {key!r}" + (f"; did you mean {hint!r}?" if hint else ""))

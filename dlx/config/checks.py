@@ -8,6 +8,7 @@ config is validated.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,11 @@ from dlx.registry import closest, unknown_name_message
 # imports this module: they are typed ``Any`` here so that the two modules do not import each other.
 ModelConfig = Any
 ExperimentConfig = Any
+
+
+def key_text(key: str) -> str:
+    """A user's key as a problem line names it: as it is, or quoted when empty or odd (``args.'a b'``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else repr(key)
 
 
 def check_name(kind: str, registry_getter: Callable[[], Any], name: str) -> str:
@@ -38,7 +44,7 @@ def check_kwargs(kind: str, fn: Callable[..., Any], args: dict[str, Any], reserv
             problems.append(f"args.{key}: set by dlx itself; remove it from args")
         elif key not in accepted:
             hint = closest(key, accepted)
-            msg = f"args.{key}: unknown argument for {kind}"
+            msg = f"args.{key_text(key)}: unknown argument for {kind}"
             msg += f"; did you mean {hint!r}?" if hint else ""
             msg += f" allowed: {', '.join(sorted(accepted)) or '(none)'}"
             problems.append(msg)
@@ -98,7 +104,7 @@ def class_path_problems(model: ModelConfig) -> list[str]:
         elif key not in named and not takes_any:
             accepted = sorted(set(named) - dlx_sets)
             hint = closest(key, accepted)
-            msg = f"init_args.{key}: unknown argument for {model.class_path}"
+            msg = f"init_args.{key_text(key)}: unknown argument for {model.class_path}"
             msg += f"; did you mean {hint!r}?" if hint else ""
             problems.append(msg + f" allowed: {', '.join(accepted) or '(none)'}")
     required = [

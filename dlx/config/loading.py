@@ -1,37 +1,151 @@
 """YAML in, a validated ``ExperimentConfig`` out: the only place dlx reads raw YAML.
 
-``load_config`` reads the file (``yaml.safe_load``), follows ``extends:``, applies ``--set key=value``
+``load_config`` reads the file (safe YAML, ``DlxLoader``), follows ``extends:``, applies ``--set key=value``
 overrides and validates everything at once, reporting *every* problem as one line.
+
+Every YAML dlx reads (experiment files, their extends parents, sweep files, a run's config.yaml, ``--set``
+values) goes through ``load_yaml_text``, which bounds what a file can make dlx build: at most ``MAX_DEPTH``
+levels of nesting and ``MAX_VALUES`` values once aliases are expanded (a 'billion laughs' alias bomb is a
+few lines of YAML), each refused with one line before anything walks the data.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from dlx.config.messages import format_errors
+from dlx.config.messages import _format_value, format_errors
 from dlx.config.schema import ExperimentConfig
-from dlx.errors import ConfigError, DlxError
+from dlx.errors import ConfigError, DlxError, first_line
+
+# libyaml's parser when PyYAML was built with it (many times faster), else the pure-Python one; both safe.
+_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DlxLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """The YAML dlx reads: PyYAML's safe loader, and ``1e-3`` is a float. A subclass, so that PyYAML's own
+    loaders stay as they are."""
+
+
+# YAML 1.1 (PyYAML) wants a dot and a signed exponent (1.0e-3): 1e-3 and 5E4 would be strings. Only plain decimal
+# digits, so nothing else that Python's float() happens to accept (1_0e3, non-ASCII digits) becomes a number.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+\Z")
+DlxLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+
+
+MAX_DEPTH = 64  # levels of nesting (the top-level mapping is one); an experiment needs about five
+MAX_VALUES = 100_000  # values once aliases are expanded; an experiment has about a hundred
+
+
+def _yaml_problem(e: yaml.YAMLError) -> tuple[str, str]:
+    """(' (line L, column C)', problem) of a YAML error."""
+    where = ""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        where = f" (line {mark.line + 1}, column {mark.column + 1})"
+    return where, getattr(e, "problem", None) or first_line(e)
+
+
+def _check_nesting(text: str, label: str) -> None:
+    """Nesting counted on the parser's events, before the loader builds anything: its composer recurses once per
+    level (RecursionError in Python; libyaml's C loader crashes the interpreter at about 100,000 levels)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=DlxLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_size(data: Any, label: str) -> None:
+    """Count the values of ``data`` as if its YAML aliases were expanded, without expanding them: a node that
+    aliases share is counted once and its count reused (memo by id). Aliases also nest (an anchor inside an
+    anchor inside ...) and can refer to a value holding them: both are refused here too."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values, levels of nesting)
+    open_: set[int] = set()
+
+    def measure(node: Any, depth: int) -> tuple[int, int]:
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return 1, 0
+        key = id(node)
+        if key in open_:
+            raise ConfigError([f"{label}: a YAML alias refers to a value that contains it (a recursive structure)"])
+        if key not in sizes:
+            if depth > MAX_DEPTH:
+                raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"])
+            open_.add(key)
+            count, height = 1, 0
+            for child in children:
+                n, h = measure(child, depth + 1)
+                count, height = count + n, max(height, h)
+            open_.discard(key)
+            sizes[key] = (count, height + 1)
+        count, height = sizes[key]
+        if depth + height - 1 > MAX_DEPTH:
+            raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"])
+        return count, height
+
+    count, _ = measure(data, 1)
+    if count > MAX_VALUES:
+        raise ConfigError(
+            [
+                f"{label}: too large: {count:,} values once YAML aliases are expanded (at most {MAX_VALUES:,}); "
+                "is this an alias bomb?"
+            ]
+        )
+
+
+def load_yaml_text(text: str, label: str, *, hint: str | None = None) -> Any:
+    """Safe YAML -> Python data, within dlx's bounds (nesting, expanded size); ConfigError with one line otherwise.
+    ``hint``: a YAML syntax error reads ``label: not valid YAML (problem); hint`` (a --set value has no lines)."""
+    try:
+        _check_nesting(text, label)
+        data = yaml.load(text, Loader=DlxLoader)  # DlxLoader is a SafeLoader
+    except yaml.YAMLError as e:
+        where, problem = _yaml_problem(e)
+        if hint is not None:
+            raise ConfigError([f"{label}: not valid YAML ({problem}); {hint}"]) from None
+        raise ConfigError([f"{label}: not valid YAML{where}: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"]) from None
+    except (ValueError, OverflowError) as e:  # a date that does not exist, an integer of 5,000 digits
+        raise ConfigError([f"{label}: cannot read a value ({first_line(e).split('; use sys.')[0]})"]) from None
+    _check_size(data, label)
+    return data
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a YAML file ('file not found', 'is a folder, ...'), or None when it can."""
+    try:
+        if path.is_file():
+            return None
+        return "is a folder, not a YAML file" if path.is_dir() else "file not found"
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+        return f"cannot read ({getattr(e, 'strerror', None) or e})"
 
 
 def _read_yaml(path: Path, label: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError([f"{label}: file not found"])
+    problem = _not_a_file(path)
+    if problem is not None:
+        raise ConfigError([f"{label}: {problem}"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError([f"{label}: not valid YAML{where}: {problem}"]) from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{label}: not a UTF-8 text file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{label}: cannot read ({e.strerror or e})"]) from None
+    data = load_yaml_text(text, label)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -61,23 +175,28 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise ConfigError([f"{label}: extends: got {parent!r}; expected a path to another experiment file"])
+        raise ConfigError(
+            [f"{label}: extends: got {_format_value(parent)}; expected a path to another experiment file"]
+        )
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-    if not parent_path.is_file():
-        raise ConfigError([f"{label}: extends: file not found: {parent_path}"])
+    problem = _not_a_file(parent_path)
+    if problem is not None:
+        shown = str(parent_path) if len(str(parent_path)) <= 200 else str(parent_path)[:197] + "..."
+        raise ConfigError([f"{label}: extends: {problem}: {shown}"])
     return deep_merge(_resolve_extends(parent_path, (*seen, resolved)), data)
 
 
+_SET_HINT = """quote a string value, e.g. --set name='"a: b"'"""
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``optimizer.lr=0.01`` -> (['optimizer', 'lr'], 0.01); the value is read as YAML."""
+    """``optimizer.lr=0.01`` -> (['optimizer', 'lr'], 0.01); the value is read as YAML, and a value that is not
+    valid YAML is a ConfigError (never silently the raw string: a typo would reach the schema as text)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"])
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+    value = load_yaml_text(raw, f"--set {item!r}", hint=_SET_HINT) if raw.strip() else None
     return key.split("."), value
 
 
@@ -89,7 +208,7 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
         if child is None:
             child = node[k] = {}
         elif not isinstance(child, dict):
-            raise ValueError(f"{k!r} is not a section (it holds {child!r})")
+            raise ValueError(f"{k!r} is not a section (it holds {_format_value(child)})")
         node = child
     node[keys[-1]] = value
 
@@ -174,9 +293,10 @@ def load_run_config(path: str | Path) -> ExperimentConfig:
     """The resolved config a run folder stores (its config.yaml), validated again."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise DlxError(f"{path}: unreadable ({e})") from None
+    data = load_yaml_text(text, str(path))
     if not isinstance(data, dict):
         raise DlxError(f"{path}: not a dlx config")
     return config_from_dict(data, str(path))

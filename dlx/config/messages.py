@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -24,12 +25,30 @@ def _fields_at(loc: tuple[Any, ...], schema: type[BaseModel] | None = None) -> l
     return []
 
 
+# repr() of what a config holds, cut short while it is built: a value shared by YAML aliases can stand for a
+# billion values, and repr() of an integer of 5,000 digits raises.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 60, 40, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = 6
+
+
 def _format_value(v: Any) -> str:
-    text = repr(v)
+    """A value as a problem line quotes it: its repr, at most 60 characters, never built in full."""
+    try:
+        text = _REPR.repr(v)
+    except Exception:  # a repr that raises (an int past Python's digit limit): name the type instead
+        text = f"<{type(v).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_SUBKEY = re.compile(r"^[a-z_][a-z0-9_.]*: ")
+# A section validator's message that names its sub-keys itself (``args.eps: ...``); args keys are the user's own.
+_SUBKEY = re.compile(r"""^[a-z_](?:[^\s:'"]|'[^']*'|"[^"]*")*: """)
+
+
+def _key_part(part: Any) -> str:
+    """One part of a key path as a line shows it: an empty or unprintable key is quoted (``model.''``)."""
+    text = str(part)
+    return text if text and text.isprintable() else repr(text)
 
 
 def format_errors(error: ValidationError, label: str, schema: type[BaseModel] | None = None) -> list[str]:
@@ -37,7 +56,7 @@ def format_errors(error: ValidationError, label: str, schema: type[BaseModel] | 
     lines = []
     for err in error.errors(include_url=False):
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(_key_part(p) for p in loc) or "(top level)"
         kind = err["type"]
         given = err.get("input")
         if kind == "extra_forbidden":

@@ -27,7 +27,25 @@ from dlx.config.checks import (
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: .inf and .nan are refused in every float key (a key with a reason to take them would
+    # say so itself); YAML writes them easily and they pass gt/le bounds (lr: .inf > 0).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Seeds reach torch.manual_seed / torch.Generator, which take 64-bit integers.
+SEED_RANGE = (-(2**63), 2**63)
+
+
+def _seed_fits(v: int) -> int:
+    low, high = SEED_RANGE
+    if not low <= v < high:
+        raise ValueError("a seed must fit in 64 bits: -2**63 <= seed < 2**63")
+    return v
+
+
+# A multiplier of a model's channels / layers: the shipped sweeps use 0.125..2; beyond this no model fits in memory.
+MAX_MULTIPLIER = 64
+MAX_CROP_PADDING = 4096  # pixels; whether the padding suits the image size is checked when the data is built
 
 
 class DataConfig(Section):
@@ -37,7 +55,7 @@ class DataConfig(Section):
     val_size: int = Field(5000, ge=0, description="images held out of the training set for validation")
     train_size: int | None = Field(None, ge=1, description="use only this many training images (quick runs)")
     test_size: int | None = Field(None, ge=1, description="use only this many test images (quick runs)")
-    split_seed: int = 0
+    split_seed: int = Field(0, description="seeds the train/validation split; 64-bit")
     batch_size: int = Field(100, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     normalize: bool = Field(True, description="standardize with the dataset's mean/std; false: scale to [0, 1]")
@@ -47,11 +65,16 @@ class DataConfig(Section):
     def _dataset_known(cls, v: str) -> str:
         return check_name("dataset", datasets, v)
 
+    @field_validator("split_seed")
+    @classmethod
+    def _split_seed_fits(cls, v: int) -> int:
+        return _seed_fits(v)
+
 
 class ModelConfig(Section):
     name: str = "deep_cnn"
-    width: float = Field(1.0, gt=0, description="channel / unit multiplier")
-    depth: float = Field(1.0, gt=0, description="layer / block multiplier")
+    width: float = Field(1.0, gt=0, le=MAX_MULTIPLIER, description="channel / unit multiplier")
+    depth: float = Field(1.0, gt=0, le=MAX_MULTIPLIER, description="layer / block multiplier")
     args: dict[str, Any] = Field(default_factory=dict)
     # User models (dlx.models.sequential, dlx.models.class_path): a layer list for name: sequential, or a class of one's own.
     layers: list[Any] | None = Field(None, description="name: sequential: [{conv: {out: 16}}, {act: relu}, ...]")
@@ -146,7 +169,7 @@ class AugmentConfig(Section):
     rotate: float = Field(0.0, ge=0, le=180, description="max degrees")
     translate: float = Field(0.0, ge=0, le=1, description="max fraction of the image size")
     scale: tuple[float, float] = (1.0, 1.0)
-    crop_padding: int = Field(0, ge=0)
+    crop_padding: int = Field(0, ge=0, le=MAX_CROP_PADDING, description="pixels of padding before a random crop")
     hflip: bool = False
     brightness: float = Field(0.0, ge=0, le=1)
     contrast: float = Field(0.0, ge=0, le=1)
@@ -213,8 +236,9 @@ class OutputConfig(Section):
 
 
 class ExperimentConfig(Section):
+    # pydantic's pattern is a Rust regex: its ``$`` does not match before a trailing newline ('x\n' is refused).
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    seed: int = 0
+    seed: int = Field(0, description="seeds everything random in the run; 64-bit")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)
@@ -226,6 +250,11 @@ class ExperimentConfig(Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     # The experiment file this config was read from (not part of the config: runs record it as provenance).
     _source_file: str | None = PrivateAttr(default=None)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits(cls, v: int) -> int:
+        return _seed_fits(v)
 
     @property
     def source_file(self) -> str | None:

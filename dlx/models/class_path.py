@@ -1,10 +1,12 @@
 """A model class of the user's own: ``model.class_path: "package.module:ClassName"`` (+ ``init_args``).
 
-The class (or a function returning an ``nn.Module``) is imported when the experiment is validated,
-never when dlx itself is imported; the current directory is importable, like ``python -m``. dlx passes
-``in_channels``, ``num_classes``, ``image_size`` (and ``width``, ``depth``, ``dropout``, ``batch_norm``
-when set) to the keywords the class names in its signature; ``init_args`` are checked against it
-(dlx.config). The model's name in runs and summaries is ``custom``.
+The class is imported when the experiment is validated, never when dlx itself is imported; the current
+directory is importable, like ``python -m``. Only an ``nn.Module`` subclass is accepted, checked before
+anything is called: importing the user's module is by design, calling whatever a config names
+(``subprocess:run``, ``shutil:rmtree``) is not. dlx passes ``in_channels``, ``num_classes``, ``image_size``
+(and ``width``, ``depth``, ``dropout``, ``batch_norm`` when set) to the keywords the class names in its
+signature; ``init_args`` are checked against it (dlx.config). The model's name in runs and summaries is
+``custom``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ CUSTOM = "custom"
 
 
 def import_object(path: str) -> Any:
-    """``package.module:Name`` -> the object; ValueError with one readable reason otherwise."""
+    """``package.module:ClassName`` -> the ``nn.Module`` subclass it names; ValueError with one readable reason
+    otherwise. The object is only looked up, never called: a function, a module or any other class is refused."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"got {path!r}; expected 'package.module:ClassName'")
@@ -53,9 +56,21 @@ def import_object(path: str) -> Any:
                 f"cannot import {path!r} ({getattr(obj, '__name__', module_name)!r} has no {part!r}{more})"
             )
         obj = getattr(obj, part)
-    if not (inspect.isclass(obj) and issubclass(obj, nn.Module)) and not inspect.isfunction(obj):
-        raise ValueError(f"{path!r} is a {type(obj).__name__}, not an nn.Module class (or a function returning one)")
+    if not isinstance(obj, type):
+        raise ValueError(f"{path!r} is {_kind(obj)}, not an nn.Module class")
+    if not issubclass(obj, nn.Module):
+        raise ValueError(f"{path!r} is a class but not a subclass of torch.nn.Module")
     return obj
+
+
+def _kind(obj: Any) -> str:
+    """'a function', 'a module', 'an int': what a class_path named instead of a class."""
+    if inspect.isroutine(obj):
+        return "a function"
+    if inspect.ismodule(obj):
+        return "a module"
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def named_params(factory: Any) -> dict[str, inspect.Parameter]:

@@ -42,6 +42,7 @@ from dlx.config import (
 from dlx.errors import ConfigError, DlxError
 
 SWEEPS_DIR = Path("experiments")
+# pydantic's pattern= (Rust regex) and re.fullmatch: with re.match, ``$`` would let a trailing newline through.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RESERVED_KEYS = ("name", "extends", "output.runs_dir")
 
@@ -156,7 +157,7 @@ class SweepSpec(_Strict):
                 problems.append(f"{b}: {key}: already swept in {a}; a key belongs to one of grid, variants, random")
         for i, variant in enumerate(self.variants):
             label = variant.get("name")
-            if label is not None and not (isinstance(label, str) and re.match(NAME_PATTERN, label)):
+            if label is not None and not (isinstance(label, str) and re.fullmatch(NAME_PATTERN, label)):
                 problems.append(f"variants: name: got {label!r} in variant {i + 1}; use letters, digits, '-', '_', '.'")
         if not (self.grid or self.variants or self.random or self.seeds):
             problems.append("grid: nothing to sweep; give grid, variants, random or seeds")
@@ -338,7 +339,7 @@ def load_sweep(name: str | Path, overrides: list[str] | None = None, runs_dir: s
         raise ConfigError(problems)
     base = apply_overrides(base, overrides or [])
     sweep_name = spec.name or file.stem
-    if not re.match(NAME_PATTERN, sweep_name):
+    if not re.fullmatch(NAME_PATTERN, sweep_name):
         raise ConfigError([f"{label}: name: {sweep_name!r} is not a valid folder name; set name: in the sweep file"])
     output = base.get("output") if isinstance(base.get("output"), dict) else {}
     root = Path(runs_dir if runs_dir is not None else output.get("runs_dir", "runs"))
