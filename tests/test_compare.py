@@ -222,3 +222,77 @@ def test_curves_of_few_runs_show_them_all_without_a_note(grid: Path, tmp_path: P
     runs, total = curve_runs(result.rows)
     assert len(runs) == total == 7
     assert curves_figure(runs, total).get_suptitle() == ""
+
+
+# ---------------------------------------------------------------------------- hostile run folders
+
+
+def _edit_summary(path: Path, change: Any) -> None:
+    """Apply ``change`` (a callable on the summary dict, or the new file text) to a run's summary.json."""
+    file = path / "summary.json"
+    if isinstance(change, str):
+        file.write_text(change)
+    else:
+        summary = json.loads(file.read_text())
+        change(summary)
+        file.write_text(json.dumps(summary))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads (and PyYAML) raise RecursionError, libyaml crashes the process
+HOSTILE_SUMMARIES: dict[str, tuple[Any, str]] = {
+    "model-str": (lambda s: s.update(model="deep_cnn"), "summary.json: 'model' must be a mapping, got str"),
+    "name-list": (lambda s: s.update(name=["grid"]), "summary.json: 'name' must be text, got list"),
+    "run-id-int": (lambda s: s.update(run_id=7), "summary.json: 'run_id' must be text, got int"),
+    "model-name-int": (lambda s: s["model"].update(name=3), "summary.json: 'model.name' must be text, got int"),
+    "width-str": (lambda s: s["model"].update(width="wide"), "summary.json: 'model.width' must be a number, got str"),
+    "test-acc-str": (lambda s: s.update(test_acc="high"), "summary.json: 'test_acc' must be a number, got str"),
+    "params-bool": (lambda s: s.update(parameters=True), "summary.json: 'parameters' must be a number, got bool"),
+    "diagnosis-str": (lambda s: s.update(diagnosis="ok"), "summary.json: 'diagnosis' must be a mapping, got str"),
+    "status-list": (lambda s: s.update(status=["completed"]), "summary.json has no valid status (one of running,"),
+    "top-list": ('[{"status": "completed"}]', "summary.json: the top level must be a mapping, got list"),
+    "deep": ('{"status": "completed", "x": ' + DEEP + "}", "summary.json: nested deeper than 32 levels"),
+    "deep-50": ('{"status": "completed", "x": ' + "[" * 50 + "]" * 50 + "}", "summary.json: nested deeper than"),
+    "digits": ('{"status": "completed", "parameters": ' + "1" * 5000 + "}", "summary.json is not valid JSON (Exceeds"),
+}  # fmt: skip
+
+
+def test_summaries_of_the_wrong_shape_are_skipped_and_the_good_runs_compared(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good-w1", width=1.0)
+    fake_run(root, "good-w2", width=2.0)
+    for run_id, (change, _) in HOSTILE_SUMMARIES.items():
+        path = fake_run(root, run_id)
+        (path / "metrics.jsonl").unlink()  # no history: the summary's diagnosis is what compare reads
+        _edit_summary(path, change)
+    result = compare([root], output=tmp_path / "pics")
+    assert sorted(r.path.name for r in result.runs) == ["good-w1", "good-w2"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    assert reasons.keys() == HOSTILE_SUMMARIES.keys()
+    for run_id, (_, reason) in HOSTILE_SUMMARIES.items():
+        assert reasons[run_id].startswith(reason), (run_id, reasons[run_id])
+    assert "heatmap_test_acc.png" in {p.name for p in result.pictures}
+    cli = runner.invoke(app, ["compare", str(root), "--format", "csv"])
+    assert cli.exit_code == 0, cli.output
+    assert "skipped" in cli.stderr and "'model' must be a mapping, got str" in cli.stderr
+    assert len(list(csv.DictReader(io.StringIO(cli.stdout)))) == 2
+
+
+def test_summary_nulls_count_as_absent(tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "runs", "nulls")
+    _edit_summary(path, lambda s: s.update(model=None, name=None, test_acc=None, diagnosis=None))
+    runs, skipped = load_runs([tmp_path / "runs"])
+    assert len(runs) == 1 and not skipped
+
+
+def test_hostile_metrics_rows_are_skipped_with_the_line(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    (fake_run(root, "deep") / "metrics.jsonl").write_text(DEEP + "\n")
+    (fake_run(root, "epoch") / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": [2], "val_acc": 0.5}\n')
+    (fake_run(root, "digits") / "metrics.jsonl").write_text('{"epoch": ' + "1" * 5000 + "}\n")
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    assert reasons["deep"] == "metrics.jsonl line 1: nested deeper than 32 levels"
+    assert reasons["epoch"] == "metrics.jsonl line 2: 'epoch' must be a number, got list"
+    assert reasons["digits"].startswith("metrics.jsonl line 1 is not valid JSON (Exceeds the limit")

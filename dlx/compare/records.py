@@ -15,7 +15,7 @@ from typing import Any
 
 from dlx.config import read_yaml
 from dlx.diagnose import diagnose
-from dlx.errors import ConfigError, DlxError
+from dlx.errors import ConfigError, DlxError, first_line
 from dlx.runs import CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE, Run, find_runs
 
 
@@ -38,6 +38,54 @@ class Skipped:
     reason: str
 
 
+MAX_DEPTH = 32  # dlx writes 4 levels at most; deeper is not a run's file
+NUMBER = "a number"
+TEXT = "text"
+MAPPING = "a mapping"
+# What compare reads from a summary.json, and what each must be when present (null counts as absent).
+SUMMARY_FIELDS: dict[str, str] = {
+    "name": TEXT, "run_id": TEXT, "model": MAPPING, "model.name": TEXT, "model.width": NUMBER,
+    "model.depth": NUMBER, "seed": NUMBER, "num_classes": NUMBER, "parameters": NUMBER, "flops_per_image": NUMBER,
+    "best_val_acc": NUMBER, "test_acc": NUMBER, "epochs_completed": NUMBER, "wall_seconds": NUMBER,
+    "images_per_s": NUMBER, "diagnosis": MAPPING, "diagnosis.verdict": TEXT, "diagnosis.gap": NUMBER,
+}  # fmt: skip
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str if kind == TEXT else dict)
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether lists and mappings nest deeper than MAX_DEPTH in ``data`` (without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _summary_problem(summary: Any) -> str | None:
+    """Why ``summary`` is not something compare can read, or None."""
+    if not isinstance(summary, dict):
+        return f"{SUMMARY_FILE}: the top level must be a mapping, got {type(summary).__name__}"
+    if _too_deep(summary):
+        return f"{SUMMARY_FILE}: nested deeper than {MAX_DEPTH} levels"
+    if summary.get("status") not in STATUSES:
+        return f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})"
+    for key, kind in SUMMARY_FIELDS.items():
+        section, _, field = key.rpartition(".")
+        node = summary.get(section) if section else summary
+        value = node.get(field) if isinstance(node, dict) else None
+        if value is not None and not _is(value, kind):
+            return f"{SUMMARY_FILE}: {key!r} must be {kind}, got {type(value).__name__}"
+    return None
+
+
 def _load_run(run: Run) -> RunRecord | Skipped:
     path = run.path
     if not run.summary_path.is_file():
@@ -48,8 +96,13 @@ def _load_run(run: Run) -> RunRecord | Skipped:
         return Skipped(path, f"{SUMMARY_FILE} unreadable: {e}")
     except json.JSONDecodeError as e:
         return Skipped(path, f"{SUMMARY_FILE} is not valid JSON (line {e.lineno}: {e.msg})")
-    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
-        return Skipped(path, f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})")
+    except ValueError as e:  # an integer of more than 4,300 digits
+        return Skipped(path, f"{SUMMARY_FILE} is not valid JSON ({first_line(e)})")
+    except RecursionError:
+        return Skipped(path, f"{SUMMARY_FILE}: nested deeper than {MAX_DEPTH} levels")
+    problem = _summary_problem(summary)
+    if problem:
+        return Skipped(path, problem)
     if not run.config_path.is_file():
         return Skipped(path, f"partial run: no {CONFIG_FILE}")
     try:
@@ -69,7 +122,15 @@ def _load_run(run: Run) -> RunRecord | Skipped:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON")
+            except ValueError as e:
+                return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON ({first_line(e)})")
+            except RecursionError:
+                return Skipped(path, f"{METRICS_JSONL} line {number}: nested deeper than {MAX_DEPTH} levels")
             if isinstance(row, dict):
+                epoch = row.get("epoch")
+                if epoch is not None and not _is(epoch, NUMBER):  # the x of the curves
+                    kind = type(epoch).__name__
+                    return Skipped(path, f"{METRICS_JSONL} line {number}: 'epoch' must be a number, got {kind}")
                 history.append(row)
     # Recomputed from the history, so runs made before summaries carried a diagnosis get one too.
     classes = summary.get("num_classes")
