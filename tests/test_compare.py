@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -296,3 +297,33 @@ def test_hostile_metrics_rows_are_skipped_with_the_line(tmp_path: Path) -> None:
     assert reasons["deep"] == "metrics.jsonl line 1: nested deeper than 32 levels"
     assert reasons["epoch"] == "metrics.jsonl line 2: 'epoch' must be a number, got list"
     assert reasons["digits"].startswith("metrics.jsonl line 1 is not valid JSON (Exceeds the limit")
+
+
+LAUGHS = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{b}: &{b} {{{', '.join(f'k{i}: *{a}' for i in range(10))}}}\n" for a, b in itertools.pairwise("abcdefghij")
+)  # ten aliases of ten aliases ... : 10^10 values when walked as a tree
+HOSTILE_CONFIGS: dict[str, tuple[str, str]] = {
+    "deep": ("seed: 0\nx: " + DEEP + "\n", "config.yaml: nested deeper than 32 levels"),
+    "alias-loop": ("seed: 0\nmodel: &m {name: deep_cnn, inner: *m}\n", "config.yaml: nested deeper than 32 levels"),
+    "laughs": (LAUGHS, "config.yaml: more than 100,000 values"),
+    "int-key": ("seed: 0\nmodel: {name: deep_cnn, layers: [{1: conv, conv: 8}]}\n",
+                "config.yaml: keys must be text, got int"),
+    "digits": ("seed: " + "1" * 5000 + "\n", "config.yaml: not valid YAML: Exceeds the limit"),
+    "bad-date": ("seed: 0\nwhen: 2024-13-45\n", "config.yaml: not valid YAML: month must be in 1..12"),
+    "syntax": ("seed: [0\n", "config.yaml: not valid YAML (line "),  # libyaml words it otherwise
+    "list": ("- 1\n", "config.yaml: the top level must be a mapping of keys, got list"),
+}  # fmt: skip
+
+
+def test_hostile_config_yaml_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    for run_id, (text, _) in HOSTILE_CONFIGS.items():
+        (fake_run(root, run_id) / "config.yaml").write_text(text)
+    (fake_run(root, "latin1") / "config.yaml").write_bytes("seed: 0\nname: caf\xe9\n".encode("latin-1"))
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    for run_id, (_, reason) in HOSTILE_CONFIGS.items():
+        assert reasons[run_id].startswith(reason), (run_id, reasons[run_id])
+    assert reasons["latin1"] == "config.yaml: not a UTF-8 text file"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlx.config import read_yaml
+import yaml
+
 from dlx.diagnose import diagnose
-from dlx.errors import ConfigError, DlxError, first_line
+from dlx.errors import DlxError, first_line
 from dlx.runs import CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE, Run, find_runs
 
 
@@ -39,6 +40,7 @@ class Skipped:
 
 
 MAX_DEPTH = 32  # dlx writes 4 levels at most; deeper is not a run's file
+MAX_VALUES = 100_000  # a resolved config holds ~70, a summary ~50
 NUMBER = "a number"
 TEXT = "text"
 MAPPING = "a mapping"
@@ -57,24 +59,41 @@ def _is(value: Any, kind: str) -> bool:
     return isinstance(value, str if kind == TEXT else dict)
 
 
-def _too_deep(data: Any) -> bool:
-    """Whether lists and mappings nest deeper than MAX_DEPTH in ``data`` (without recursion)."""
+def _shape_problem(data: Any, text_keys: bool = False) -> str | None:
+    """Why the lists and mappings in ``data`` are not a run file's, or None; walked without recursion.
+
+    Nested deeper than MAX_DEPTH (a YAML alias that contains itself is infinitely deep), more than
+    MAX_VALUES values counting each alias every time it is used (a "billion laughs" YAML is small on disk
+    but never ends when walked), or, with ``text_keys``, a mapping key that is not text.
+    """
     stack = [(data, 1)]
+    values = 0
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return True
-        children = node.values() if isinstance(node, dict) else node
+            return f"nested deeper than {MAX_DEPTH} levels"
+        values += len(node)
+        if values > MAX_VALUES:
+            return f"more than {MAX_VALUES:,} values"
+        if isinstance(node, dict):
+            if text_keys:
+                key = next((k for k in node if not isinstance(k, str)), "")
+                if not isinstance(key, str):
+                    return f"keys must be text, got {type(key).__name__}"
+            children = node.values()
+        else:
+            children = node
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
+    return None
 
 
 def _summary_problem(summary: Any) -> str | None:
     """Why ``summary`` is not something compare can read, or None."""
     if not isinstance(summary, dict):
         return f"{SUMMARY_FILE}: the top level must be a mapping, got {type(summary).__name__}"
-    if _too_deep(summary):
-        return f"{SUMMARY_FILE}: nested deeper than {MAX_DEPTH} levels"
+    problem = _shape_problem(summary)
+    if problem:
+        return f"{SUMMARY_FILE}: {problem}"
     if summary.get("status") not in STATUSES:
         return f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})"
     for key, kind in SUMMARY_FIELDS.items():
@@ -84,6 +103,25 @@ def _summary_problem(summary: Any) -> str | None:
         if value is not None and not _is(value, kind):
             return f"{SUMMARY_FILE}: {key!r} must be {kind}, got {type(value).__name__}"
     return None
+
+
+def _parse_config(text: str) -> dict[str, Any] | str:
+    """A run's config.yaml as a mapping, or why it is not one."""
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"not valid YAML{where}: {getattr(e, 'problem', None) or first_line(e)}"
+    except ValueError as e:  # a 5,000-digit integer, the 45th of a 13th month
+        return f"not valid YAML: {first_line(e)}"
+    except RecursionError:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        return f"the top level must be a mapping of keys, got {type(data).__name__}"
+    return _shape_problem(data, text_keys=True) or data
 
 
 def _load_run(run: Run) -> RunRecord | Skipped:
@@ -106,9 +144,14 @@ def _load_run(run: Run) -> RunRecord | Skipped:
     if not run.config_path.is_file():
         return Skipped(path, f"partial run: no {CONFIG_FILE}")
     try:
-        config = read_yaml(run.config_path)
-    except ConfigError as e:
-        return Skipped(path, e.problems[0].removeprefix(f"{run.config_path}: ") + f" ({CONFIG_FILE})")
+        text = run.config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return Skipped(path, f"{CONFIG_FILE}: not a UTF-8 text file")
+    except OSError as e:
+        return Skipped(path, f"{CONFIG_FILE} unreadable: {e}")
+    config = _parse_config(text)
+    if isinstance(config, str):
+        return Skipped(path, f"{CONFIG_FILE}: {config}")
     history: list[dict[str, Any]] = []
     if run.metrics_path.is_file():
         try:
