@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
+import os
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +330,59 @@ def test_hostile_config_yaml_is_skipped_with_a_reason(tmp_path: Path) -> None:
     for run_id, (_, reason) in HOSTILE_CONFIGS.items():
         assert reasons[run_id].startswith(reason), (run_id, reasons[run_id])
     assert reasons["latin1"] == "config.yaml: not a UTF-8 text file"
+
+
+def test_run_files_that_are_not_regular_files_are_never_opened(tmp_path: Path) -> None:
+    """A FIFO would block the read forever, /dev/zero never ends: such runs are skipped, the good one compared."""
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    for name in ("summary.json", "config.yaml", "metrics.jsonl"):
+        path = fake_run(root, f"fifo-{name}")
+        (path / name).unlink()
+        os.mkfifo(path / name)
+    zero = fake_run(root, "zero")
+    (zero / "summary.json").unlink()
+    (zero / "summary.json").symlink_to("/dev/zero")
+    folder = fake_run(root, "folder")
+    (folder / "summary.json").unlink()
+    (folder / "summary.json").mkdir()
+    alone = root / "grid" / "fifo-alone"  # nothing else: not a run folder by its files, but say why
+    alone.mkdir()
+    os.mkfifo(alone / "summary.json")
+    big = fake_run(root, "big")
+    with (big / "summary.json").open("r+b") as f:
+        f.truncate(2 << 20)  # sparse: 2 MiB of NULs on paper
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    assert {s.path.name: s.reason for s in result.skipped} == {
+        "fifo-summary.json": "summary.json is not a regular file",
+        "fifo-config.yaml": "config.yaml is not a regular file",
+        "fifo-metrics.jsonl": "metrics.jsonl is not a regular file",
+        "zero": "summary.json is not a regular file",
+        "folder": "summary.json is not a regular file",
+        "fifo-alone": "not a dlx run: summary.json is not a regular file",
+        "big": "summary.json is larger than 1 MiB",
+    }
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check and the read are one open: a summary.json that turns into a FIFO after its stat cannot block."""
+    path = fake_run(tmp_path / "runs", "swapped")
+    target = path / "summary.json"
+    regular = os.stat(target)
+    target.unlink()
+    os.mkfifo(target)
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: regular if str(p) == str(target) else real_stat(p, *a, **k))
+
+    def unblock() -> None:  # what a blocked reader needs to see end-of-file: a writer that opens and closes
+        with contextlib.suppress(OSError):
+            os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(5, unblock)
+    timer.start()
+    try:
+        _, skipped = load_runs([tmp_path / "runs"])
+    finally:
+        timer.cancel()
+    assert [s.reason for s in skipped] == ["summary.json is not a regular file"]

@@ -8,6 +8,8 @@ never stop a comparison.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import yaml
 
 from dlx.diagnose import diagnose
 from dlx.errors import DlxError, first_line
-from dlx.runs import CONFIG_FILE, METRICS_JSONL, STATUSES, SUMMARY_FILE, Run, find_runs
+from dlx.runs import CONFIG_FILE, METRICS_JSONL, RUN_FILES, STATUSES, SUMMARY_FILE, Run, find_runs
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Skipped:
 
 MAX_DEPTH = 32  # dlx writes 4 levels at most; deeper is not a run's file
 MAX_VALUES = 100_000  # a resolved config holds ~70, a summary ~50
+MAX_BYTES = {SUMMARY_FILE: 1 << 20, CONFIG_FILE: 1 << 20, METRICS_JSONL: 64 << 20}  # dlx writes a few KB
 NUMBER = "a number"
 TEXT = "text"
 MAPPING = "a mapping"
@@ -124,57 +127,89 @@ def _parse_config(text: str) -> dict[str, Any] | str:
     return _shape_problem(data, text_keys=True) or data
 
 
+class _Unreadable(Exception):
+    """A run file that is there but cannot be read: the reason is the message."""
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of a run file, None when there is none; never opens anything but a regular file.
+
+    A FIFO would block the read forever and /dev/zero never ends, so the file is stat'ed first and
+    opened without blocking, and the open file is checked again (it may have been swapped since).
+    Files larger than MAX_BYTES are not a run's either: dlx writes a few kilobytes.
+    """
+    name, limit = path.name, MAX_BYTES[path.name]
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _Unreadable(f"{name} unreadable: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise _Unreadable(f"{name} is not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise _Unreadable(f"{name} unreadable: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Unreadable(f"{name} is not a regular file")
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise _Unreadable(f"{name} unreadable: {e.strerror}") from None
+    if len(data) > limit:
+        raise _Unreadable(f"{name} is larger than {limit >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Unreadable(f"{name}: not a UTF-8 text file") from None
+
+
 def _load_run(run: Run) -> RunRecord | Skipped:
     path = run.path
-    if not run.summary_path.is_file():
-        return Skipped(path, f"partial run: no {SUMMARY_FILE} (never started, or not made by dlx)")
     try:
-        summary = json.loads(run.summary_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        return Skipped(path, f"{SUMMARY_FILE} unreadable: {e}")
-    except json.JSONDecodeError as e:
-        return Skipped(path, f"{SUMMARY_FILE} is not valid JSON (line {e.lineno}: {e.msg})")
-    except ValueError as e:  # an integer of more than 4,300 digits
-        return Skipped(path, f"{SUMMARY_FILE} is not valid JSON ({first_line(e)})")
-    except RecursionError:
-        return Skipped(path, f"{SUMMARY_FILE}: nested deeper than {MAX_DEPTH} levels")
-    problem = _summary_problem(summary)
-    if problem:
-        return Skipped(path, problem)
-    if not run.config_path.is_file():
-        return Skipped(path, f"partial run: no {CONFIG_FILE}")
-    try:
-        text = run.config_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return Skipped(path, f"{CONFIG_FILE}: not a UTF-8 text file")
-    except OSError as e:
-        return Skipped(path, f"{CONFIG_FILE} unreadable: {e}")
-    config = _parse_config(text)
-    if isinstance(config, str):
-        return Skipped(path, f"{CONFIG_FILE}: {config}")
-    history: list[dict[str, Any]] = []
-    if run.metrics_path.is_file():
+        summary_text = _read_text(run.summary_path)
+        if summary_text is None:
+            return Skipped(path, f"partial run: no {SUMMARY_FILE} (never started, or not made by dlx)")
         try:
-            lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            return Skipped(path, f"{METRICS_JSONL} unreadable: {e}")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON")
-            except ValueError as e:
-                return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON ({first_line(e)})")
-            except RecursionError:
-                return Skipped(path, f"{METRICS_JSONL} line {number}: nested deeper than {MAX_DEPTH} levels")
-            if isinstance(row, dict):
-                epoch = row.get("epoch")
-                if epoch is not None and not _is(epoch, NUMBER):  # the x of the curves
-                    kind = type(epoch).__name__
-                    return Skipped(path, f"{METRICS_JSONL} line {number}: 'epoch' must be a number, got {kind}")
-                history.append(row)
+            summary = json.loads(summary_text)
+        except json.JSONDecodeError as e:
+            return Skipped(path, f"{SUMMARY_FILE} is not valid JSON (line {e.lineno}: {e.msg})")
+        except ValueError as e:  # an integer of more than 4,300 digits
+            return Skipped(path, f"{SUMMARY_FILE} is not valid JSON ({first_line(e)})")
+        except RecursionError:
+            return Skipped(path, f"{SUMMARY_FILE}: nested deeper than {MAX_DEPTH} levels")
+        problem = _summary_problem(summary)
+        if problem:
+            return Skipped(path, problem)
+        text = _read_text(run.config_path)
+        if text is None:
+            return Skipped(path, f"partial run: no {CONFIG_FILE}")
+        config = _parse_config(text)
+        if isinstance(config, str):
+            return Skipped(path, f"{CONFIG_FILE}: {config}")
+        lines = (_read_text(run.metrics_path) or "").splitlines()
+    except _Unreadable as e:
+        return Skipped(path, str(e))
+    history: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON")
+        except ValueError as e:
+            return Skipped(path, f"{METRICS_JSONL} line {number} is not valid JSON ({first_line(e)})")
+        except RecursionError:
+            return Skipped(path, f"{METRICS_JSONL} line {number}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(row, dict):
+            epoch = row.get("epoch")
+            if epoch is not None and not _is(epoch, NUMBER):  # the x of the curves
+                kind = type(epoch).__name__
+                return Skipped(path, f"{METRICS_JSONL} line {number}: 'epoch' must be a number, got {kind}")
+            history.append(row)
     # Recomputed from the history, so runs made before summaries carried a diagnosis get one too.
     classes = summary.get("num_classes")
     kwargs = (
@@ -185,6 +220,9 @@ def _load_run(run: Run) -> RunRecord | Skipped:
 
 
 def _not_a_run(path: Path) -> Skipped:
+    odd = [name for name in RUN_FILES if os.path.lexists(path / name)]  # there, but not a regular file
+    if odd:
+        return Skipped(path, f"not a dlx run: {odd[0]} is not a regular file")
     has_files = any(not p.name.startswith(".") and not p.is_dir() for p in path.iterdir())
     reason = f"not a dlx run: no {SUMMARY_FILE}" if has_files else "empty folder (a run that never started?)"
     return Skipped(path, reason)
