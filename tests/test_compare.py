@@ -386,3 +386,16 @@ def test_a_fifo_swapped_in_after_the_check_is_never_read(tmp_path: Path, monkeyp
     finally:
         timer.cancel()
     assert [s.reason for s in skipped] == ["summary.json is not a regular file"]
+
+
+def test_output_that_is_a_file_is_one_line_before_anything_is_drawn(grid: Path, tmp_path: Path) -> None:
+    file = tmp_path / "taken.png"
+    file.write_bytes(b"mine")
+    for output, message in ((file, f"--output {file}: is a file; give a folder"),
+                            (file / "pics", f"--output {file / 'pics'}: {file} is a file; give a folder")):  # fmt: skip
+        result = runner.invoke(app, ["compare", str(grid), "--output", str(output)])
+        assert result.exit_code == 1, result.output
+        assert result.output == f"error: {message}\n"  # one line, no traceback, no table
+        with pytest.raises(DlxError, match="is a file; give a folder"):
+            compare([grid], output=output)
+    assert file.read_bytes() == b"mine"
