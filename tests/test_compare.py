@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from dlx.cli import app
 from dlx.compare import compare, load_runs, make_rows, render
 from dlx.compare.plots import MAX_CURVES, curve_runs, curves_figure, heatmaps, pareto_figure, pareto_front
+from dlx.compare.records import _parse_config as parse_config
+from dlx.compare.records import yaml_loader
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -307,6 +309,7 @@ LAUGHS = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
 )  # ten aliases of ten aliases ... : 10^10 values when walked as a tree
 HOSTILE_CONFIGS: dict[str, tuple[str, str]] = {
     "deep": ("seed: 0\nx: " + DEEP + "\n", "config.yaml: nested deeper than 32 levels"),
+    "deep-block": ("seed: 0\nx:\n" + "- " * 100_000 + "y\n", "config.yaml: nested deeper than 32 levels"),
     "alias-loop": ("seed: 0\nmodel: &m {name: deep_cnn, inner: *m}\n", "config.yaml: nested deeper than 32 levels"),
     "laughs": (LAUGHS, "config.yaml: more than 100,000 values"),
     "int-key": ("seed: 0\nmodel: {name: deep_cnn, layers: [{1: conv, conv: 8}]}\n",
@@ -399,3 +402,43 @@ def test_output_that_is_a_file_is_one_line_before_anything_is_drawn(grid: Path, 
         with pytest.raises(DlxError, match="is a file; give a folder"):
             compare([grid], output=output)
     assert file.read_bytes() == b"mine"
+
+
+def test_config_yaml_is_read_by_libyaml_unless_it_could_nest_deep(tmp_path: Path) -> None:
+    """libyaml is the speed of comparing thousands of runs, but crashes the process on very deep nesting."""
+    text = (fake_run(tmp_path, "r") / "config.yaml").read_text()
+    assert yaml_loader(text) is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert yaml_loader("x:\n" + "- " * 100_000 + "y\n") is yaml.SafeLoader  # RecursionError, not SIGSEGV
+    assert yaml_loader("x: " + "[" * 1_001 + "]" * 1_001) is yaml.SafeLoader
+
+
+YAML_TEXTS = [
+    "a: 1\nb: [1, 2.5, -3, 1e3, 1.0e+3, .inf, -.inf, 0o17, 0x1F, 1_000, '1', \"x\\ty\"]\n",
+    "a: {b: null, c: ~, d: Null, e: true, f: yes, g: Off, h: ''}\ni: 2001-12-14\n",  # a date: not JSON's
+    "a:\n  - b: 1\n    c: [x, y]\n  - {}\n  - []\nd: |\n  two\n  lines\ne: >-\n  folded\n  text\n",
+    "a:\n- 1\n- 2\n# a comment\n\nb: x\n  continued\nc: 3",  # a top-level list, no newline at the end
+    "a: 1\nb: 2\na: 3\n",  # a repeated key: the last value, the first place
+    "base: &b {x: 1, y: [1, 2]}\nthis: *b\nthat: {<<: *b, y: 3}\n",  # aliases and a merge key across entries
+    "s: !!set {a, b}\no: !!omap [{a: 1}]\nbin: !!binary aGk=\nstr: !!str 12\n",  # tags
+    'a: "two\nb: lines"\nc: [1,\n  2]\n',  # a quoted scalar and a flow list over two lines
+    "a: 1\r\nb: {c: 2}\r\n",
+    "# a comment\n---\nname: x  # another\n...\n",
+    "a: 1\n...\nb: 2\n",  # not one document
+    "a: 1\nb\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", YAML_TEXTS)
+def test_config_yaml_reads_as_pyyaml_reads_it(tmp_path: Path, text: str) -> None:
+    """Read by libyaml or not, a config is what PyYAML's pure-Python loader reads."""
+    try:
+        expected: Any = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        expected = "not valid YAML"
+    for _ in range(2):
+        got = parse_config(text)
+        assert got.startswith(expected) if isinstance(got, str) else got == expected
+    real = (fake_run(tmp_path, "r", config={"optimizer.lr": float("inf")}) / "config.yaml").read_text()
+    assert parse_config(real) == yaml.safe_load(real)
+    assert parse_config(real.replace("seed: 0", "seed: 1")) == {**yaml.safe_load(real), "seed": 1}
