@@ -18,10 +18,11 @@ import yaml
 from typer.testing import CliRunner
 
 from dlx.cli import app
-from dlx.compare import compare, load_runs, make_rows, render
+from dlx.compare import RunRecord, compare, load_runs, make_rows, render
 from dlx.compare.plots import MAX_CURVES, curve_runs, curves_figure, heatmaps, pareto_figure, pareto_front
 from dlx.compare.records import _parse_config as parse_config
 from dlx.compare.records import yaml_loader
+from dlx.compare.table import configuration, configuration_key
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -419,6 +420,7 @@ YAML_TEXTS = [
     "a:\n- 1\n- 2\n# a comment\n\nb: x\n  continued\nc: 3",  # a top-level list, no newline at the end
     "a: 1\nb: 2\na: 3\n",  # a repeated key: the last value, the first place
     "base: &b {x: 1, y: [1, 2]}\nthis: *b\nthat: {<<: *b, y: 3}\n",  # aliases and a merge key across entries
+    "a: &x 1\nb: &x 2\n",  # one anchor twice: an error, though each entry alone is fine
     "s: !!set {a, b}\no: !!omap [{a: 1}]\nbin: !!binary aGk=\nstr: !!str 12\n",  # tags
     'a: "two\nb: lines"\nc: [1,\n  2]\n',  # a quoted scalar and a flow list over two lines
     "a: 1\r\nb: {c: 2}\r\n",
@@ -431,7 +433,7 @@ YAML_TEXTS = [
 
 @pytest.mark.parametrize("text", YAML_TEXTS)
 def test_config_yaml_reads_as_pyyaml_reads_it(tmp_path: Path, text: str) -> None:
-    """Read by libyaml or not, a config is what PyYAML's pure-Python loader reads."""
+    """Read alone or by its entries (the second time, from what the first parsed), a config is what PyYAML reads."""
     try:
         expected: Any = yaml.safe_load(text) or {}
     except yaml.YAMLError:
@@ -442,3 +444,38 @@ def test_config_yaml_reads_as_pyyaml_reads_it(tmp_path: Path, text: str) -> None
     real = (fake_run(tmp_path, "r", config={"optimizer.lr": float("inf")}) / "config.yaml").read_text()
     assert parse_config(real) == yaml.safe_load(real)
     assert parse_config(real.replace("seed: 0", "seed: 1")) == {**yaml.safe_load(real), "seed": 1}
+
+
+def test_each_distinct_config_entry_is_parsed_once_per_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of a sweep differ in a few lines of config.yaml: those are what is parsed again, not the ~70 others."""
+    root = tmp_path / "runs"
+    for seed in range(5):
+        fake_run(root, f"s{seed}", seed=seed)
+    entries = len(yaml.safe_load((root / "grid" / "s0" / "config.yaml").read_text()))
+    parsed: list[str] = []
+    load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda text, Loader: parsed.append(text) or load(text, Loader=Loader))
+    runs, _ = load_runs([root])
+    assert [r.config["seed"] for r in runs] == [0, 1, 2, 3, 4]
+    assert len(parsed) == entries + 4  # every entry of the first run, then the seed of each other
+    assert parsed[entries:] == [f"seed: {seed}\n" for seed in (1, 2, 3, 4)]
+
+
+def test_the_grouping_key_groups_as_the_flattened_configuration(tmp_path: Path) -> None:
+    """One json.dumps per run (configuration_key) groups runs exactly as the flattened configuration does."""
+    configs = [
+        {"seed": 0, "model": {"width": 1}, "data": {"dataset": "mnist", "data_dir": "/a", "download": True}},
+        {"seed": 1, "model": {"width": 1}, "data": {"dataset": "mnist", "data_dir": "/b"}, "output": {"x": 1}},
+        {"seed": 0, "model": {"width": 2}, "data": {"dataset": "mnist"}},
+        {"model": {"width": 1}, "data": {"dataset": "mnist"}, "extra": {}},
+        {"model": {"width": 1}, "data": {"data_dir": "/a"}},
+        {"model": {"width": 1}},
+        {"model": {"width": 1}, "data": {}},
+    ]
+    records = [RunRecord(tmp_path, {}, c, [], {}) for c in configs]
+    for a in records:
+        for b in records:
+            same = configuration(a) == configuration(b)
+            assert (configuration_key(a) == configuration_key(b)) == same, (a.config, b.config)
