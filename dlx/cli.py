@@ -228,11 +228,16 @@ def profile(
         from dlx.config import load_config
         from dlx.profile import print_profile, write_profile
         from dlx.profile import profile as run_profile
+        from dlx.runs import check_output_folder
 
         cfg = load_config(config, set_ or [])
+        if output is not None:
+            folder = check_output_folder(output)
+        else:
+            folder = Path(cfg.output.runs_dir) / cfg.name / "profile"
+            check_output_folder(folder, default=True)
         result = run_profile(prepare(cfg), batches=batches)
         print_profile(result, _console())
-        folder = output if output is not None else Path(cfg.output.runs_dir) / cfg.name / "profile"
         for path in write_profile(result, folder):
             _err(f"wrote {path}")
 

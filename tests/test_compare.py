@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
+import os
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +18,11 @@ import yaml
 from typer.testing import CliRunner
 
 from dlx.cli import app
-from dlx.compare import compare, load_runs, make_rows, render
+from dlx.compare import RunRecord, compare, load_runs, make_rows, render
 from dlx.compare.plots import MAX_CURVES, curve_runs, curves_figure, heatmaps, pareto_figure, pareto_front
+from dlx.compare.records import _parse_config as parse_config
+from dlx.compare.records import yaml_loader
+from dlx.compare.table import configuration, configuration_key
 from dlx.errors import DlxError
 from tests.conftest import tiny
 
@@ -222,3 +229,253 @@ def test_curves_of_few_runs_show_them_all_without_a_note(grid: Path, tmp_path: P
     runs, total = curve_runs(result.rows)
     assert len(runs) == total == 7
     assert curves_figure(runs, total).get_suptitle() == ""
+
+
+# ---------------------------------------------------------------------------- hostile run folders
+
+
+def _edit_summary(path: Path, change: Any) -> None:
+    """Apply ``change`` (a callable on the summary dict, or the new file text) to a run's summary.json."""
+    file = path / "summary.json"
+    if isinstance(change, str):
+        file.write_text(change)
+    else:
+        summary = json.loads(file.read_text())
+        change(summary)
+        file.write_text(json.dumps(summary))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads (and PyYAML) raise RecursionError, libyaml crashes the process
+HOSTILE_SUMMARIES: dict[str, tuple[Any, str]] = {
+    "model-str": (lambda s: s.update(model="deep_cnn"), "summary.json: 'model' must be a mapping, got str"),
+    "name-list": (lambda s: s.update(name=["grid"]), "summary.json: 'name' must be text, got list"),
+    "run-id-int": (lambda s: s.update(run_id=7), "summary.json: 'run_id' must be text, got int"),
+    "model-name-int": (lambda s: s["model"].update(name=3), "summary.json: 'model.name' must be text, got int"),
+    "width-str": (lambda s: s["model"].update(width="wide"), "summary.json: 'model.width' must be a number, got str"),
+    "test-acc-str": (lambda s: s.update(test_acc="high"), "summary.json: 'test_acc' must be a number, got str"),
+    "params-bool": (lambda s: s.update(parameters=True), "summary.json: 'parameters' must be a number, got bool"),
+    "diagnosis-str": (lambda s: s.update(diagnosis="ok"), "summary.json: 'diagnosis' must be a mapping, got str"),
+    "status-list": (lambda s: s.update(status=["completed"]), "summary.json has no valid status (one of running,"),
+    "top-list": ('[{"status": "completed"}]', "summary.json: the top level must be a mapping, got list"),
+    "deep": ('{"status": "completed", "x": ' + DEEP + "}", "summary.json: nested deeper than 32 levels"),
+    "deep-50": ('{"status": "completed", "x": ' + "[" * 50 + "]" * 50 + "}", "summary.json: nested deeper than"),
+    "digits": ('{"status": "completed", "parameters": ' + "1" * 5000 + "}", "summary.json is not valid JSON (Exceeds"),
+}  # fmt: skip
+
+
+def test_summaries_of_the_wrong_shape_are_skipped_and_the_good_runs_compared(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good-w1", width=1.0)
+    fake_run(root, "good-w2", width=2.0)
+    for run_id, (change, _) in HOSTILE_SUMMARIES.items():
+        path = fake_run(root, run_id)
+        (path / "metrics.jsonl").unlink()  # no history: the summary's diagnosis is what compare reads
+        _edit_summary(path, change)
+    result = compare([root], output=tmp_path / "pics")
+    assert sorted(r.path.name for r in result.runs) == ["good-w1", "good-w2"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    assert reasons.keys() == HOSTILE_SUMMARIES.keys()
+    for run_id, (_, reason) in HOSTILE_SUMMARIES.items():
+        assert reasons[run_id].startswith(reason), (run_id, reasons[run_id])
+    assert "heatmap_test_acc.png" in {p.name for p in result.pictures}
+    cli = runner.invoke(app, ["compare", str(root), "--format", "csv"])
+    assert cli.exit_code == 0, cli.output
+    assert "skipped" in cli.stderr and "'model' must be a mapping, got str" in cli.stderr
+    assert len(list(csv.DictReader(io.StringIO(cli.stdout)))) == 2
+
+
+def test_summary_nulls_count_as_absent(tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "runs", "nulls")
+    _edit_summary(path, lambda s: s.update(model=None, name=None, test_acc=None, diagnosis=None))
+    runs, skipped = load_runs([tmp_path / "runs"])
+    assert len(runs) == 1 and not skipped
+
+
+def test_hostile_metrics_rows_are_skipped_with_the_line(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    (fake_run(root, "deep") / "metrics.jsonl").write_text(DEEP + "\n")
+    (fake_run(root, "epoch") / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": [2], "val_acc": 0.5}\n')
+    (fake_run(root, "digits") / "metrics.jsonl").write_text('{"epoch": ' + "1" * 5000 + "}\n")
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    assert reasons["deep"] == "metrics.jsonl line 1: nested deeper than 32 levels"
+    assert reasons["epoch"] == "metrics.jsonl line 2: 'epoch' must be a number, got list"
+    assert reasons["digits"].startswith("metrics.jsonl line 1 is not valid JSON (Exceeds the limit")
+
+
+LAUGHS = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{b}: &{b} {{{', '.join(f'k{i}: *{a}' for i in range(10))}}}\n" for a, b in itertools.pairwise("abcdefghij")
+)  # ten aliases of ten aliases ... : 10^10 values when walked as a tree
+HOSTILE_CONFIGS: dict[str, tuple[str, str]] = {
+    "deep": ("seed: 0\nx: " + DEEP + "\n", "config.yaml: nested deeper than 32 levels"),
+    "deep-block": ("seed: 0\nx:\n" + "- " * 100_000 + "y\n", "config.yaml: nested deeper than 32 levels"),
+    "alias-loop": ("seed: 0\nmodel: &m {name: deep_cnn, inner: *m}\n", "config.yaml: nested deeper than 32 levels"),
+    "laughs": (LAUGHS, "config.yaml: more than 100,000 values"),
+    "int-key": ("seed: 0\nmodel: {name: deep_cnn, layers: [{1: conv, conv: 8}]}\n",
+                "config.yaml: keys must be text, got int"),
+    "digits": ("seed: " + "1" * 5000 + "\n", "config.yaml: not valid YAML: Exceeds the limit"),
+    "bad-date": ("seed: 0\nwhen: 2024-13-45\n", "config.yaml: not valid YAML: month must be in 1..12"),
+    "syntax": ("seed: [0\n", "config.yaml: not valid YAML (line "),  # libyaml words it otherwise
+    "list": ("- 1\n", "config.yaml: the top level must be a mapping of keys, got list"),
+}  # fmt: skip
+
+
+def test_hostile_config_yaml_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    for run_id, (text, _) in HOSTILE_CONFIGS.items():
+        (fake_run(root, run_id) / "config.yaml").write_text(text)
+    (fake_run(root, "latin1") / "config.yaml").write_bytes("seed: 0\nname: caf\xe9\n".encode("latin-1"))
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    for run_id, (_, reason) in HOSTILE_CONFIGS.items():
+        assert reasons[run_id].startswith(reason), (run_id, reasons[run_id])
+    assert reasons["latin1"] == "config.yaml: not a UTF-8 text file"
+
+
+def test_run_files_that_are_not_regular_files_are_never_opened(tmp_path: Path) -> None:
+    """A FIFO would block the read forever, /dev/zero never ends: such runs are skipped, the good one compared."""
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    for name in ("summary.json", "config.yaml", "metrics.jsonl"):
+        path = fake_run(root, f"fifo-{name}")
+        (path / name).unlink()
+        os.mkfifo(path / name)
+    zero = fake_run(root, "zero")
+    (zero / "summary.json").unlink()
+    (zero / "summary.json").symlink_to("/dev/zero")
+    folder = fake_run(root, "folder")
+    (folder / "summary.json").unlink()
+    (folder / "summary.json").mkdir()
+    alone = root / "grid" / "fifo-alone"  # nothing else: not a run folder by its files, but say why
+    alone.mkdir()
+    os.mkfifo(alone / "summary.json")
+    big = fake_run(root, "big")
+    with (big / "summary.json").open("r+b") as f:
+        f.truncate(2 << 20)  # sparse: 2 MiB of NULs on paper
+    result = compare([root], output=tmp_path / "pics")
+    assert [r.path.name for r in result.runs] == ["good"]
+    assert {s.path.name: s.reason for s in result.skipped} == {
+        "fifo-summary.json": "summary.json is not a regular file",
+        "fifo-config.yaml": "config.yaml is not a regular file",
+        "fifo-metrics.jsonl": "metrics.jsonl is not a regular file",
+        "zero": "summary.json is not a regular file",
+        "folder": "summary.json is not a regular file",
+        "fifo-alone": "not a dlx run: summary.json is not a regular file",
+        "big": "summary.json is larger than 1 MiB",
+    }
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check and the read are one open: a summary.json that turns into a FIFO after its stat cannot block."""
+    path = fake_run(tmp_path / "runs", "swapped")
+    target = path / "summary.json"
+    regular = os.stat(target)
+    target.unlink()
+    os.mkfifo(target)
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: regular if str(p) == str(target) else real_stat(p, *a, **k))
+
+    def unblock() -> None:  # what a blocked reader needs to see end-of-file: a writer that opens and closes
+        with contextlib.suppress(OSError):
+            os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(5, unblock)
+    timer.start()
+    try:
+        _, skipped = load_runs([tmp_path / "runs"])
+    finally:
+        timer.cancel()
+    assert [s.reason for s in skipped] == ["summary.json is not a regular file"]
+
+
+def test_output_that_is_a_file_is_one_line_before_anything_is_drawn(grid: Path, tmp_path: Path) -> None:
+    file = tmp_path / "taken.png"
+    file.write_bytes(b"mine")
+    for output, message in ((file, f"--output {file}: is a file; give a folder"),
+                            (file / "pics", f"--output {file / 'pics'}: {file} is a file; give a folder")):  # fmt: skip
+        result = runner.invoke(app, ["compare", str(grid), "--output", str(output)])
+        assert result.exit_code == 1, result.output
+        assert result.output == f"error: {message}\n"  # one line, no traceback, no table
+        with pytest.raises(DlxError, match="is a file; give a folder"):
+            compare([grid], output=output)
+    assert file.read_bytes() == b"mine"
+
+
+def test_config_yaml_is_read_by_libyaml_unless_it_could_nest_deep(tmp_path: Path) -> None:
+    """libyaml is the speed of comparing thousands of runs, but crashes the process on very deep nesting."""
+    text = (fake_run(tmp_path, "r") / "config.yaml").read_text()
+    assert yaml_loader(text) is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert yaml_loader("x:\n" + "- " * 100_000 + "y\n") is yaml.SafeLoader  # RecursionError, not SIGSEGV
+    assert yaml_loader("x: " + "[" * 1_001 + "]" * 1_001) is yaml.SafeLoader
+
+
+YAML_TEXTS = [
+    "a: 1\nb: [1, 2.5, -3, 1e3, 1.0e+3, .inf, -.inf, 0o17, 0x1F, 1_000, '1', \"x\\ty\"]\n",
+    "a: {b: null, c: ~, d: Null, e: true, f: yes, g: Off, h: ''}\ni: 2001-12-14\n",  # a date: not JSON's
+    "a:\n  - b: 1\n    c: [x, y]\n  - {}\n  - []\nd: |\n  two\n  lines\ne: >-\n  folded\n  text\n",
+    "a:\n- 1\n- 2\n# a comment\n\nb: x\n  continued\nc: 3",  # a top-level list, no newline at the end
+    "a: 1\nb: 2\na: 3\n",  # a repeated key: the last value, the first place
+    "base: &b {x: 1, y: [1, 2]}\nthis: *b\nthat: {<<: *b, y: 3}\n",  # aliases and a merge key across entries
+    "a: &x 1\nb: &x 2\n",  # one anchor twice: an error, though each entry alone is fine
+    "s: !!set {a, b}\no: !!omap [{a: 1}]\nbin: !!binary aGk=\nstr: !!str 12\n",  # tags
+    'a: "two\nb: lines"\nc: [1,\n  2]\n',  # a quoted scalar and a flow list over two lines
+    "a: 1\r\nb: {c: 2}\r\n",
+    "# a comment\n---\nname: x  # another\n...\n",
+    "a: 1\n...\nb: 2\n",  # not one document
+    "a: 1\nb\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", YAML_TEXTS)
+def test_config_yaml_reads_as_pyyaml_reads_it(tmp_path: Path, text: str) -> None:
+    """Read alone or by its entries (the second time, from what the first parsed), a config is what PyYAML reads."""
+    try:
+        expected: Any = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        expected = "not valid YAML"
+    for _ in range(2):
+        got = parse_config(text)
+        assert got.startswith(expected) if isinstance(got, str) else got == expected
+    real = (fake_run(tmp_path, "r", config={"optimizer.lr": float("inf")}) / "config.yaml").read_text()
+    assert parse_config(real) == yaml.safe_load(real)
+    assert parse_config(real.replace("seed: 0", "seed: 1")) == {**yaml.safe_load(real), "seed": 1}
+
+
+def test_each_distinct_config_entry_is_parsed_once_per_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of a sweep differ in a few lines of config.yaml: those are what is parsed again, not the ~70 others."""
+    root = tmp_path / "runs"
+    for seed in range(5):
+        fake_run(root, f"s{seed}", seed=seed)
+    entries = len(yaml.safe_load((root / "grid" / "s0" / "config.yaml").read_text()))
+    parsed: list[str] = []
+    load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda text, Loader: parsed.append(text) or load(text, Loader=Loader))
+    runs, _ = load_runs([root])
+    assert [r.config["seed"] for r in runs] == [0, 1, 2, 3, 4]
+    assert len(parsed) == entries + 4  # every entry of the first run, then the seed of each other
+    assert parsed[entries:] == [f"seed: {seed}\n" for seed in (1, 2, 3, 4)]
+
+
+def test_the_grouping_key_groups_as_the_flattened_configuration(tmp_path: Path) -> None:
+    """One json.dumps per run (configuration_key) groups runs exactly as the flattened configuration does."""
+    configs = [
+        {"seed": 0, "model": {"width": 1}, "data": {"dataset": "mnist", "data_dir": "/a", "download": True}},
+        {"seed": 1, "model": {"width": 1}, "data": {"dataset": "mnist", "data_dir": "/b"}, "output": {"x": 1}},
+        {"seed": 0, "model": {"width": 2}, "data": {"dataset": "mnist"}},
+        {"model": {"width": 1}, "data": {"dataset": "mnist"}, "extra": {}},
+        {"model": {"width": 1}, "data": {"data_dir": "/a"}},
+        {"model": {"width": 1}},
+        {"model": {"width": 1}, "data": {}},
+    ]
+    records = [RunRecord(tmp_path, {}, c, [], {}) for c in configs]
+    for a in records:
+        for b in records:
+            same = configuration(a) == configuration(b)
+            assert (configuration_key(a) == configuration_key(b)) == same, (a.config, b.config)

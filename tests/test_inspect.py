@@ -149,3 +149,21 @@ def test_profile_writes_a_chart_and_shares_add_up(tmp_path: Path) -> None:
     assert set(rows) >= {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear", "(other)"}
     assert rows["Conv2d"]["modules"] == 6 and rows["Conv2d"]["forward_ms"] > 0 and rows["Conv2d"]["backward_ms"] > 0
     assert "Conv2d" in result.output and f"wrote {folder / 'profile.png'}" in result.output
+
+
+def test_profile_output_that_is_a_file_is_one_line_before_profiling(tmp_path: Path) -> None:
+    path = tmp_path / "prof.yaml"
+    path.write_text(f"name: prof\ntrain: {{device: cpu}}\noutput: {{runs_dir: {tmp_path / 'runs'}}}\n")
+    file = tmp_path / "taken"
+    file.write_text("mine")
+    prof = tmp_path / "runs" / "prof"  # the default folder is runs/prof/profile
+    prof.parent.mkdir()
+    prof.write_text("mine")
+    for args, message in (
+        (["--output", str(file)], f"--output {file}: is a file; give a folder"),
+        (["--output", str(file / "sub")], f"--output {file / 'sub'}: {file} is a file; give a folder"),
+        ([], f"{prof / 'profile'}: {prof} is a file; give a folder with --output"),
+    ):
+        result = CliRunner().invoke(app, ["profile", str(path), *args])
+        assert result.exit_code == 1 and result.output == f"error: {message}\n"  # one line, nothing profiled
+    assert file.read_text() == prof.read_text() == "mine"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dlx.compare.records import RunRecord, Skipped, load_runs
 from dlx.compare.table import FORMATS, Row, filter_runs, make_rows, parse_columns, print_table, render, sort_rows
+from dlx.runs import check_output_folder
 
 __all__ = ["FORMATS", "Comparison", "Row", "RunRecord", "Skipped", "compare", "load_runs", "make_rows",
            "print_table", "render"]  # fmt: skip
@@ -43,6 +44,8 @@ def compare(
     output: str | Path | None = None,
 ) -> Comparison:
     """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures."""
+    if output is not None:
+        check_output_folder(output)  # a file in the way is an error now, not after reading every run
     runs, skipped = load_runs(paths)
     runs = filter_runs(runs, where or [])
     rows = make_rows(runs, group=group)
