@@ -258,3 +258,44 @@ def test_all_problems_reported_together_and_list_scale_accepted() -> None:
 def test_rejects_non_batch_input() -> None:
     with pytest.raises(ValueError, match=r"float batch \[B, C, H, W\]"):
         Augment(hflip=True)(torch.rand(28, 28))
+
+
+# --- the data path on several processes (rank shards of an epoch)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100, 101])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_epoch_shards_are_disjoint_equal_and_cover_the_permutation(n: int, world: int) -> None:
+    from dlx.data.loader import shard
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n * 10 + world))
+    train = [shard(order, r, world, equal=True) for r in range(world)]
+    assert {len(s) for s in train} == {n // world}  # every rank takes the same number of steps
+    seen = torch.cat(train).tolist()
+    assert len(seen) == len(set(seen))  # disjoint: no image twice in an epoch
+    assert set(seen) == set(order[: (n // world) * world].tolist())  # only the ragged tail is left out
+    evaluation = torch.cat([shard(order, r, world, equal=False) for r in range(world)]).tolist()
+    assert sorted(evaluation) == sorted(order.tolist())  # evaluation covers every image exactly once
+
+
+def test_batches_of_two_ranks_split_each_epoch_and_one_rank_is_unchanged() -> None:
+    from dlx.data.loader import Batches, Split
+
+    n = 103
+    split = Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))  # labels are the indices
+    kw = dict(batch_size=10, mean=None, std=None, shuffle=True, drop_last=True)
+
+    def epoch(rank: int, world: int) -> list[int]:
+        torch.manual_seed(5)  # the trainer seeds every epoch the same way on every rank
+        return torch.cat([y for _, y in Batches(split, rank=rank, world=world, **kw)]).tolist()
+
+    torch.manual_seed(5)
+    today = torch.randperm(n)[:100].tolist()
+    assert epoch(0, 1) == today  # world 1: exactly the single-process order
+    a, b = epoch(0, 2), epoch(1, 2)
+    assert len(a) == len(b) == 50 and not set(a) & set(b)
+    assert len(Batches(split, rank=1, world=2, **kw)) == 5
+    evaluation = [Batches(split, batch_size=10, mean=None, std=None, rank=r, world=2) for r in (0, 1)]
+    assert sorted(torch.cat([y for e in evaluation for _, y in e]).tolist()) == list(range(n))
+    with pytest.raises(ValueError, match=r"rank 2 is not in 0\.\.1"):
+        Batches(split, rank=2, world=2, **kw)

@@ -34,6 +34,19 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
+def shard(order: torch.Tensor, rank: int, world: int, *, equal: bool) -> torch.Tensor:
+    """This rank's part of an epoch's index order: ``order[rank::world]``.
+
+    ``equal`` (training): every rank gets ``len(order) // world`` indices, the ragged tail is dropped, so all
+    ranks take the same number of steps and no index is duplicated (DistributedSampler pads with duplicates
+    instead). Without ``equal`` (evaluation) the shards cover every index exactly once; the sums are all-reduced.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    part = order[rank::world]
+    return part[: len(order) // world] if equal else part
+
+
 class Batches:
     """Iterate a split in batches of float images ready for the model."""
 
@@ -48,8 +61,15 @@ class Batches:
         augment: Augment | None = None,
         channels_last: bool = False,
         drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        """``rank``/``world``: with several processes each iterates its own shard of every epoch (see ``shard``);
+        every rank must draw the same permutation (the trainer seeds each epoch identically on all ranks)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in 0..{world - 1}")
         self.split = split
+        self.rank, self.world = rank, world
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -64,9 +84,16 @@ class Batches:
         else:
             self.mean = self.inv_std = None
 
+    def _count(self) -> int:
+        """Images this rank sees per pass."""
+        n = len(self.split)
+        if self.world == 1:
+            return n
+        return n // self.world if self.shuffle else len(range(self.rank, n, self.world))
+
     def __len__(self) -> int:
         """Batches per pass (what schedules count as steps per epoch): full ones only with ``drop_last``."""
-        n = len(self.split)
+        n = self._count()
         if self.drop_last and n >= self.batch_size:
             return n // self.batch_size
         return (n + self.batch_size - 1) // self.batch_size
@@ -75,6 +102,9 @@ class Batches:
         n = len(self.split)
         device = self.split.images.device
         order = torch.randperm(n, device=device) if self.shuffle else None
+        if self.world > 1:  # one process of several: its shard of the (same-on-every-rank) order
+            full = order if order is not None else torch.arange(n, device=device)
+            order = shard(full, self.rank, self.world, equal=self.shuffle)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             if order is None:
                 xb = self.split.images[start : start + self.batch_size]
