@@ -123,14 +123,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def check_output_folder(path: str | os.PathLike[str], default: bool = False) -> Path:
+def check_output_folder(path: str | os.PathLike[str], default: bool = False, option: str = "--output") -> Path:
     """``path`` when it is a folder or can be made one; a one-line DlxError when it or a parent is a file.
 
-    Called before anything is computed or drawn. ``default``: dlx chose the path, not the user's
-    ``--output`` (the message then names the path and points at ``--output``).
+    Called before anything is computed or drawn. ``option``: the option or key the path came from, named in the
+    message. ``default``: dlx chose the path, not the user's ``option`` (the message then names the path and
+    points at the option).
     """
     path = Path(path)
-    label, advice = (str(path), "give a folder with --output") if default else (f"--output {path}", "give a folder")
+    label, advice = (str(path), f"give a folder with {option}") if default else (f"{option} {path}", "give a folder")
     for folder in (path, *path.parents):
         try:
             mode = os.stat(folder).st_mode

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlx.compare.records import RunRecord
-from dlx.config import parse_override
+from dlx.config import flatten, parse_override
 from dlx.errors import ConfigError, DlxError
 from dlx.numbers import finite
 from dlx.registry import closest
@@ -104,19 +104,11 @@ class Row:
 
 def configuration(r: RunRecord) -> dict[str, str]:
     """The run's config as {dotted key: value as JSON text}, without the NOT_CONFIGURATION keys."""
-    flat: dict[str, str] = {}
-    stack: list[tuple[str, dict[str, Any]]] = [("", r.config)]
-    while stack:
-        prefix, node = stack.pop()
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if any(key == n or key.startswith(f"{n}.") for n in NOT_CONFIGURATION):
-                continue
-            if isinstance(v, dict) and v:
-                stack.append((f"{key}.", v))
-            else:
-                flat[key] = json.dumps(v, sort_keys=True, default=str)
-    return flat
+    return {
+        key: json.dumps(v, sort_keys=True, default=str)
+        for key, v in flatten(r.config).items()
+        if not any(key == n or key.startswith(f"{n}.") for n in NOT_CONFIGURATION)
+    }
 
 
 def _without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

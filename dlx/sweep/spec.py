@@ -40,6 +40,7 @@ from dlx.config import (
     set_dotted,
 )
 from dlx.errors import ConfigError, DlxError
+from dlx.runs import check_output_folder
 
 SWEEPS_DIR = Path("experiments")
 # pydantic's pattern= (Rust regex) and re.fullmatch: with re.match, ``$`` would let a trailing newline through.
@@ -343,9 +344,7 @@ def load_sweep(name: str | Path, overrides: list[str] | None = None, runs_dir: s
         raise ConfigError([f"{label}: name: {sweep_name!r} is not a valid folder name; set name: in the sweep file"])
     output = base.get("output") if isinstance(base.get("output"), dict) else {}
     root = Path(runs_dir if runs_dir is not None else output.get("runs_dir", "runs"))
-    if root.exists() and not root.is_dir():
-        option = "--runs-dir" if runs_dir is not None else "output.runs_dir"
-        raise DlxError(f"{option} {root}: is a file; give a folder")
+    check_output_folder(root, option="--runs-dir" if runs_dir is not None else "output.runs_dir")
     count, product = cell_count(spec)
     if count > MAX_CELLS:
         raise ConfigError([f"{label}: the sweep has {count:,} cells ({product}); at most {MAX_CELLS:,}"])
