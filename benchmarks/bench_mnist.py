@@ -32,8 +32,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dlx.build import resolve_device  # noqa: E402
 from dlx.config import load_config  # noqa: E402
+from dlx.devices import resolve_device  # noqa: E402
 from dlx.init import initialize  # noqa: E402
 from dlx.modelinfo import flops_per_image  # noqa: E402
 from dlx.models import build_model  # noqa: E402

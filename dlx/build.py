@@ -13,11 +13,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dlx.config import ExperimentConfig, ModelConfig
 from dlx.data.augment import Augment
 from dlx.data.datasets import ImageData, load_dataset
 from dlx.data.loader import Batches, Split
+from dlx.devices import AMP_DTYPES, check_device_settings, device_for
+from dlx.distributed import SINGLE, World
 from dlx.errors import ConfigError, DlxError, first_line
 from dlx.init import initialize
 from dlx.modelinfo import count_parameters, flops_per_image
@@ -51,29 +54,16 @@ def build_model_from_config(
                                   depth=model.depth, dropout=dropout, batch_norm=batch_norm)  # fmt: skip
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device is a DlxError naming the key."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DlxError(f"train.device: {spec!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise DlxError(
-                f"train.device: {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-        return torch.device("cuda", index)
-    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DlxError("train.device: 'mps' requested but MPS is not available here; use 'cpu' or 'auto'")
-    return torch.device(spec)
+def lr_factor(cfg: ExperimentConfig, world_size: int) -> float:
+    """optimizer.scale_lr (timm's lr_base rule): lr x (global batch / base_batch), linear or square root."""
+    o = cfg.optimizer
+    ratio = global_batch(cfg, world_size) / (o.base_batch or cfg.data.batch_size)
+    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[o.scale_lr]
 
 
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+def global_batch(cfg: ExperimentConfig, world_size: int) -> int:
+    """Images per optimizer step over all processes: per-device batch x processes x accumulated micro-batches."""
+    return cfg.data.batch_size * world_size * cfg.train.grad_accum
 
 
 @dataclass
@@ -90,6 +80,7 @@ class Setup:
     parameters: int
     flops_per_image: int
     transfer: Transfer = field(default_factory=Transfer)  # initial weights, frozen parameters, head (dlx.transfer)
+    world: World = SINGLE  # this process's place among the run's processes (dlx.distributed)
 
 
 def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
@@ -132,33 +123,47 @@ def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module
     return model
 
 
-def prepare(cfg: ExperimentConfig, *, download: bool | None = None) -> Setup:
-    """Everything a run needs, checked; ``download=False`` (--dry-run) never fetches or creates a data folder."""
-    device = resolve_device(cfg.train.device)
+def prepare(
+    cfg: ExperimentConfig, *, download: bool | None = None, world: World = SINGLE, device: torch.device | None = None
+) -> Setup:
+    """Everything a run needs, checked; ``download=False`` (--dry-run) never fetches or creates a data folder.
+
+    ``world``: this process's place when several train together (its device is LOCAL_RANK's GPU). ``device``
+    overrides where the data and model go (the launcher checks a run on the CPU before starting processes).
+    """
+    target = device_for(cfg, world)
+    check_device_settings(cfg, target)
+    device = device or target
     data = load_dataset(
         cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download if download is None else download
     )
     train, val, test = split_data(data, cfg)
     model = build_initialized_model(cfg, data)
     transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized
-    check_training(cfg, data, train, model, transfer.parameters(model, cfg.optimizer.head_lr))
+    check_training(cfg, data, train, model, transfer.parameters(model, cfg.optimizer.head_lr), world)
     shape = (data.in_channels, data.image_size, data.image_size)
     flops = flops_per_image(model, shape)
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return Setup(cfg, device, data, train.to(device), val.to(device) if val else None, test.to(device), model,
-                 count_parameters(model), flops, transfer)  # fmt: skip
+                 count_parameters(model), flops, transfer, world)  # fmt: skip
 
 
 def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:
     """Batches of a split as the config says: normalization, channels_last, and for training shuffle, augmentation
-    and ``drop_last`` (no incomplete last batch; see dlx.data.loader)."""
-    return batches_for(setup.config, setup.data, split, train=train, batch_size=batch_size)
+    and ``drop_last`` (no incomplete last batch; see dlx.data.loader); with several processes, this rank's shard."""
+    return batches_for(setup.config, setup.data, split, train=train, batch_size=batch_size, world=setup.world)
 
 
 def batches_for(
-    cfg: ExperimentConfig, data: ImageData, split: Split, *, train: bool = False, batch_size: int | None = None
+    cfg: ExperimentConfig,
+    data: ImageData,
+    split: Split,
+    *,
+    train: bool = False,
+    batch_size: int | None = None,
+    world: World = SINGLE,
 ) -> Batches:
     mean, std = (data.mean, data.std) if cfg.data.normalize else (None, None)
     size = batch_size or (cfg.data.batch_size if train else cfg.data.eval_batch_size)
@@ -168,7 +173,8 @@ def batches_for(
         augment = Augment(rotate=a.rotate, translate=a.translate, scale=tuple(a.scale), crop_padding=a.crop_padding,
                           hflip=a.hflip, brightness=a.brightness, contrast=a.contrast)  # fmt: skip
     return Batches(split, batch_size=size, mean=mean, std=std, shuffle=train, augment=augment,
-                   channels_last=cfg.train.channels_last, drop_last=train)  # fmt: skip
+                   channels_last=cfg.train.channels_last, drop_last=train, rank=world.rank,
+                   world=world.size)  # fmt: skip
 
 
 # A schedule is stepped through the whole run before training (at most this many steps) to find settings that
@@ -176,7 +182,9 @@ def batches_for(
 SIMULATED_STEPS = 200_000
 
 
-def check_training(cfg: ExperimentConfig, data: ImageData, train: Split, model: nn.Module, params: Any = None) -> None:
+def check_training(
+    cfg: ExperimentConfig, data: ImageData, train: Split, model: nn.Module, params: Any = None, world: World = SINGLE
+) -> None:
     """Build what ``fit`` builds from the config, once and thrown away, before any run folder exists.
 
     Augmentation (one call on two images), optimizer and schedule (stepped through the run) settings that
@@ -191,21 +199,26 @@ def check_training(cfg: ExperimentConfig, data: ImageData, train: Split, model: 
         raise problem("augment.crop_padding", f"got {cfg.augment.crop_padding}; at most the image size "
                                               f"({data.image_size} pixels for {data.name})")  # fmt: skip
     try:
-        batches = batches_for(cfg, data, train, train=True)
+        batches = batches_for(cfg, data, train, train=True, world=world)
         batches.prepare(train.images[:2])
     except (ValueError, RuntimeError) as e:
         raise problem("augment", first_line(e)) from None
+    per_epoch = steps_per_epoch(batches, cfg.train.grad_accum)
+    if per_epoch == 0:
+        raise problem("train.grad_accum", f"got {cfg.train.grad_accum}, but each process has only {len(batches)} "
+                                          f"batch(es) per epoch ({len(train):,} training images over {world.size} "
+                                          f"process(es), data.batch_size {cfg.data.batch_size})")  # fmt: skip
     o, s = cfg.optimizer, cfg.schedule
     try:
-        optimizer = build_optimizer(o.name, params if params is not None else model.parameters(), o.lr,
-                                    o.weight_decay, o.args)  # fmt: skip
+        optimizer = build_optimizer(o.name, params if params is not None else model.parameters(),
+                                    o.lr * lr_factor(cfg, world.size), o.weight_decay, o.args)  # fmt: skip
     except (ValueError, TypeError, RuntimeError) as e:
         raise problem("optimizer", f"{o.name} rejects these settings: {first_line(e)}") from None
-    steps = cfg.train.epochs * len(batches)
+    steps = cfg.train.epochs * per_epoch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no training happens here
-            schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=len(batches),
+            schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
                                       warmup_epochs=s.warmup_epochs, args=s.args)  # fmt: skip
             for step in range(min(steps, SIMULATED_STEPS) if schedule.interval == "step" else 0):
                 rate = optimizer.param_groups[0]["lr"]
@@ -218,13 +231,13 @@ def check_training(cfg: ExperimentConfig, data: ImageData, train: Split, model: 
             what = f"division by zero ({what})"
         elif isinstance(e, OverflowError):
             what = "the learning rate overflows"
-        raise problem("schedule", f"{s.name} cannot run {cfg.train.epochs} epochs of {len(batches)} steps: "
+        raise problem("schedule", f"{s.name} cannot run {cfg.train.epochs} epochs of {per_epoch} steps: "
                                   f"{what}") from None  # fmt: skip
 
 
 @dataclass
 class Training:
-    """What one ``fit`` steps besides the model: batches, optimizer, schedule, loss scaler, precision."""
+    """What one ``fit`` steps besides the model: batches, optimizer, schedule, loss scaler, precision, processes."""
 
     train: Batches
     train_sample: Batches  # a fixed sample of the training split, measured in eval mode (train_loss, train_acc)
@@ -233,8 +246,17 @@ class Training:
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     scaler: torch.amp.GradScaler
-    step_model: nn.Module  # the model, or its torch.compile'd wrapper
+    step_model: nn.Module  # what a training step calls: the model, DDP-wrapped with several processes, compiled
+    eval_model: nn.Module  # what evaluation calls: the model (compiled), never DDP (ranks evaluate their own shard)
     amp: torch.dtype | None
+    ddp: DistributedDataParallel | None  # its no_sync() skips the all-reduce of accumulated micro-batches
+    steps_per_epoch: int  # optimizer steps: batches // train.grad_accum
+    lr_factor: float  # optimizer.scale_lr's factor on lr and head_lr
+
+
+def steps_per_epoch(batches: Batches, accum: int) -> int:
+    """Optimizer steps per epoch: whole groups of ``accum`` batches (a short last group is dropped, like drop_last)."""
+    return len(batches) // accum
 
 
 def training_sample(setup: Setup) -> Split:
@@ -247,15 +269,36 @@ def training_sample(setup: Setup) -> Split:
     return Split(setup.train.images[pick], setup.train.labels[pick])
 
 
+def wrap_for_processes(setup: Setup) -> DistributedDataParallel | None:
+    """With several processes: SyncBatchNorm if asked (CUDA), then DistributedDataParallel around the model.
+
+    As torchvision's references do: convert batch norm before wrapping, one device per process
+    (``device_ids`` on CUDA, none on CPU), buffers (batch-norm statistics) broadcast from rank 0 each step.
+    """
+    if not setup.world.distributed:
+        return None
+    model = setup.model
+    if setup.config.regularization.sync_batch_norm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        setup.model = model
+    ids = [setup.device.index] if setup.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
 def build_training(setup: Setup) -> Training:
     """Batches, optimizer (frozen parameters left out, the head's own rate), schedule and AMP scaler for ``fit``."""
-    cfg, model = setup.config, setup.model
+    cfg = setup.config
+    ddp = wrap_for_processes(setup)  # may replace setup.model's batch norms: before the optimizer sees parameters
+    model = setup.model
     train = make_batches(setup, setup.train, train=True)
-    params = setup.transfer.parameters(model, cfg.optimizer.head_lr)
     o, s = cfg.optimizer, cfg.schedule
-    optimizer = build_optimizer(o.name, params, o.lr, o.weight_decay, o.args)
-    schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=len(train),
+    factor = lr_factor(cfg, setup.world.size)
+    params = setup.transfer.parameters(model, o.head_lr * factor if o.head_lr else None)
+    optimizer = build_optimizer(o.name, params, o.lr * factor, o.weight_decay, o.args)
+    per_epoch = steps_per_epoch(train, cfg.train.grad_accum)
+    schedule = build_schedule(s.name, optimizer, epochs=cfg.train.epochs, steps_per_epoch=per_epoch,
                               warmup_epochs=s.warmup_epochs, args=s.args)  # fmt: skip
+    compiled = torch.compile(model) if cfg.train.compile else model
     return Training(
         train=train,
         train_sample=make_batches(setup, training_sample(setup)),
@@ -265,6 +308,11 @@ def build_training(setup: Setup) -> Training:
         schedule=schedule,
         # fp16 needs loss scaling so small gradients do not flush to zero; bf16 and fp32 do not.
         scaler=torch.amp.GradScaler(setup.device.type, enabled=cfg.train.precision == "fp16"),
-        step_model=torch.compile(model) if cfg.train.compile else model,
+        # DDP first, then compile (PyTorch's order: its DDPOptimizer splits the graph at the gradient buckets).
+        step_model=compiled if ddp is None else (torch.compile(ddp) if cfg.train.compile else ddp),
+        eval_model=compiled,
         amp=AMP_DTYPES[cfg.train.precision],
+        ddp=ddp,
+        steps_per_epoch=per_epoch,
+        lr_factor=factor,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dlx.distributed import SINGLE, World
 from dlx.errors import DlxError, first_line
 from dlx.runs import Run, write_bytes_atomic
 
@@ -89,30 +90,60 @@ class Checkpointer:
 
     ``save_last`` stores everything a resume needs; ``restore`` puts it back into the same objects and returns
     the saved training state; ``load_best`` gives the model the best-by-validation weights for the test.
+
+    With several processes only rank 0 writes (the unwrapped model: no ``module.`` prefix) and the others wait
+    at a barrier; every rank restores from last.pt; best weights reach every rank from rank 0.
     """
 
-    def __init__(self, run: Run, model: Any, optimizer: Any, schedule: Any, scaler: Any, config: dict[str, Any]):
+    def __init__(
+        self,
+        run: Run,
+        model: Any,
+        optimizer: Any,
+        schedule: Any,
+        scaler: Any,
+        config: dict[str, Any],
+        *,
+        world: World = SINGLE,
+        steps_per_epoch: int | None = None,
+        lr_factor: float = 1.0,
+    ):
         self.run, self.model, self.optimizer, self.schedule, self.scaler = run, model, optimizer, schedule, scaler
         self.config = config
+        self.world, self.steps_per_epoch, self.lr_factor = world, steps_per_epoch, lr_factor
         self.epoch = 0  # the epochs last.pt holds: what a resume would start from
+        self.previous_world_size: int | None = None  # the processes that wrote last.pt, when a resume has others
 
     def save_last(self, state: dict[str, Any]) -> None:
-        save_checkpoint(self.run.last_checkpoint, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "state": state,
-            "config": self.config,
-        })  # fmt: skip
+        if self.world.main:
+            save_checkpoint(self.run.last_checkpoint, {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_state(),
+                "state": state,
+                "config": self.config,
+                "world_size": self.world.size,
+                "steps_per_epoch": self.steps_per_epoch,
+                "lr_factor": self.lr_factor,
+            })  # fmt: skip
+        self.world.barrier()
         self.epoch = state["epoch"]
 
     def save_best(self, epoch: int, row: dict[str, Any]) -> None:
-        save_checkpoint(self.run.best_checkpoint, {"model": self.model.state_dict(), "epoch": epoch, "metrics": row})
+        if self.world.main:
+            save_checkpoint(
+                self.run.best_checkpoint, {"model": self.model.state_dict(), "epoch": epoch, "metrics": row}
+            )
+        self.world.barrier()
 
     def restore(self, map_location: str | torch.device) -> dict[str, Any]:
-        """Load last.pt into the model, optimizer, schedule and scaler, set every RNG; return the training state."""
+        """Load last.pt into the model, optimizer, schedule and scaler, set every RNG; return the training state.
+
+        A run resumed on another number of processes keeps the optimizer's per-parameter state (momenta) and
+        re-derives what depends on the global batch: the scaled learning rate and where the schedule stands.
+        """
         path = self.run.last_checkpoint
         last = load_checkpoint(path, map_location=map_location)
         missing = [k for k in ("model", "optimizer", "schedule", "scaler", "rng", "state") if k not in last]
@@ -121,20 +152,37 @@ class Checkpointer:
         mismatches = state_dict_mismatches(self.model.state_dict(), last["model"])
         if mismatches:
             raise DlxError(f"checkpoint {path} does not fit this run's model: {mismatches}")
+        saved_world = int(last.get("world_size", 1))
+        reshaped = (saved_world, last.get("steps_per_epoch", self.steps_per_epoch)) != (
+            self.world.size,
+            self.steps_per_epoch,
+        )
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(last["model"])
             self.optimizer.load_state_dict(last["optimizer"])
-            self.schedule.load_state_dict(last["schedule"])
+            if reshaped and self.schedule.interval == "step":
+                for group, settings in zip(self.optimizer.param_groups, fresh, strict=True):
+                    group.update(settings)  # this world's scaled rates; the schedule is put where the run stands
+                self.schedule.fast_forward(last["state"]["epoch"] * (self.steps_per_epoch or 0))
+            else:
+                self.schedule.load_state_dict(last["schedule"])
+                ratio = self.lr_factor / float(last.get("lr_factor", 1.0))
+                for group in self.optimizer.param_groups if ratio != 1.0 else []:
+                    group["lr"] *= ratio  # optimizer.scale_lr for this world's global batch
             self.scaler.load_state_dict(last["scaler"])
             set_rng_state(last["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise DlxError(f"checkpoint {path} does not fit this run: {first_line(e)}") from None
         self.epoch = last["state"]["epoch"]
+        self.previous_world_size = saved_world if saved_world != self.world.size else None
         return last["state"]
 
     def load_best(self, map_location: str | torch.device) -> bool:
-        """Give the model the best-by-validation weights; False (weights unchanged) when there is no best.pt."""
-        if not self.run.best_checkpoint.exists():
-            return False
-        self.model.load_state_dict(load_checkpoint(self.run.best_checkpoint, map_location=map_location)["model"])
-        return True
+        """Give the model the best-by-validation weights (on every rank); False when there is no best.pt."""
+        found = False
+        if self.world.main and self.run.best_checkpoint.exists():
+            self.model.load_state_dict(load_checkpoint(self.run.best_checkpoint, map_location=map_location)["model"])
+            found = True
+        self.world.broadcast_state(self.model)
+        return bool(self.world.broadcast_object(found))

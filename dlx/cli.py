@@ -30,23 +30,41 @@ def _err(text: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
-    """Run a command body: user errors print one clear message and exit with their code, no traceback."""
-    from dlx.errors import ConfigError, DlxError, one_line
+def _rank() -> str | None:
+    """This process's rank when a launcher (torchrun, dlx --devices) started it, else None."""
+    import os
 
+    return os.environ.get("RANK") if "WORLD_SIZE" in os.environ else None
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body: user errors print one clear message and exit with their code, no traceback.
+
+    Among several processes rank 0 says what every rank hit alike (the config, a shared decision); another
+    rank's own error is said with its rank.
+    """
+    from dlx.errors import ConfigError, DlxError, one_line
+    from dlx.launch import SharedError
+
+    rank = _rank()
+    quiet = rank not in (None, "0")
+    prefix = f"rank {rank}: " if quiet else ""
     try:
         return fn()
     except ConfigError as e:
-        _err("\n".join(f"error: {one_line(line)}" for line in e.problems))
+        if not quiet:
+            _err("\n".join(f"error: {one_line(line)}" for line in e.problems))
         raise typer.Exit(e.exit_code) from None
     except DlxError as e:
-        _err(f"error: {one_line(str(e))}")
+        if not (quiet and isinstance(e, SharedError)):
+            _err(f"error: {prefix}{one_line(str(e))}")
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
         from dlx.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
         terminated = isinstance(e, Terminated)
-        _err("terminated" if terminated else "interrupted")
+        if not quiet:
+            _err("terminated" if terminated else "interrupted")
         raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_SIGINT) from None
 
 
@@ -61,12 +79,17 @@ def train(
     run_id: Annotated[str | None, typer.Option(help="name of the run folder (default: a timestamp)")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="where runs go (default: output.runs_dir)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="processes on this machine, one device each (DDP): a number or 'auto' (train.devices)"),
+    ] = None,
 ) -> None:
     """Train one experiment and write a complete run directory."""
 
     def body() -> None:
         from dlx.errors import DlxError
 
+        count = _devices(devices)
         if resume is not None:
             if config is not None or set_ or dry_run or run_id:
                 raise DlxError(
@@ -74,13 +97,13 @@ def train(
                 )
             from dlx.session import resume_run
 
-            summary = resume_run(resume, quiet=quiet)
+            summary = resume_run(resume, quiet=quiet, devices=count)
         else:
             if config is None:
                 raise DlxError("give an experiment file (dlx train experiments/mnist_deep.yaml) or --resume RUN_DIR")
             from dlx.config import load_config
 
-            cfg = load_config(config, set_ or [])
+            cfg = load_config(config, [*(set_ or []), *([f"train.devices={count}"] if count is not None else [])])
             if dry_run:
                 from dlx.session import dry_run as show
 
@@ -93,6 +116,18 @@ def train(
             raise typer.Exit(1)
 
     guarded(body)
+
+
+def _devices(text: str | None) -> int | str | None:
+    """--devices: a number of processes or 'auto'."""
+    from dlx.config.schema import MAX_DEVICES
+    from dlx.errors import DlxError
+
+    if text is None or text == "auto":
+        return text
+    if text.isdigit() and 1 <= int(text) <= MAX_DEVICES:
+        return int(text)
+    raise DlxError(f"--devices: got {text!r}; allowed: 'auto' or a number of processes 1..{MAX_DEVICES}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dlx import provenance
+from dlx.build import global_batch, lr_factor
 from dlx.diagnose import diagnose
 from dlx.runs import Run
 
@@ -47,28 +48,40 @@ class RunRecorder:
             "val_images": len(setup.val) if setup.val else 0,
             "test_images": len(setup.test),
             "epochs": cfg.train.epochs,
+            # Several processes (DDP): data.batch_size is per process; the global batch is what a step averages.
+            "world_size": setup.world.size,
+            "global_batch": global_batch(cfg, setup.world.size),
+            "grad_accum": cfg.train.grad_accum,
+            "lr": cfg.optimizer.lr * lr_factor(cfg, setup.world.size),  # after optimizer.scale_lr
             "started_at": now(),
             **provenance.describe(setup.device, cfg.source_file),
             **setup.transfer.summary(),
         }
         self.resume = resume
+        self.writes = setup.world.main  # with several processes, rank 0 alone writes the run folder
 
-    def start(self, config_yaml: str, state: Any) -> None:
+    def start(self, config_yaml: str, state: Any, previous_world_size: int | None = None) -> None:
         """The first write of this process: config.yaml for a new run, or the resume note; then summary.json."""
+        if not self.writes:
+            return
         if self.resume:
             previous = self.run.read_summary()
             self.summary.update({k: previous[k] for k in KEPT_ON_RESUME if k in previous})
             self.wall_before = float(previous.get("wall_seconds") or 0.0)
-            self.summary["resumed"] = [*previous.get("resumed", []), {"at": now(), "from_epoch": state.epoch}]
+            note: dict[str, Any] = {"at": now(), "from_epoch": state.epoch, "world_size": self.summary["world_size"]}
+            if previous_world_size is not None:
+                note["previous_world_size"] = previous_world_size
+            self.summary["resumed"] = [*previous.get("resumed", []), note]
             self.run.write_metrics(state.history)  # drop rows of an epoch the interrupted process did not checkpoint
         else:
             self.run.write_config(config_yaml)
         self.run.write_summary(self.summary)
 
     def epoch_done(self, state: Any) -> None:
-        self.run.write_metrics(state.history)
         self.summary["epochs_completed"] = state.epoch
-        self.run.write_summary(self.summary)
+        if self.writes:
+            self.run.write_metrics(state.history)
+            self.run.write_summary(self.summary)
 
     def finish(self, status: str, state: Any, saved_epochs: int, **extra: Any) -> dict[str, Any]:
         """Write the final status with everything measured; returns the summary.
@@ -91,5 +104,6 @@ class RunRecorder:
             s["images_per_s"] = round(sum(rates) / len(rates), 1)
         # Over/underfitting, also shown by dlx compare; "at chance" is 1 / the dataset's class count.
         s["diagnosis"] = diagnose(history, num_classes=s["num_classes"])
-        self.run.write_summary(s)
+        if self.writes:
+            self.run.write_summary(s)
         return s

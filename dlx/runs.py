@@ -243,8 +243,15 @@ class Run:
         return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     # --- exclusive use
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the run's lock."""
+        return self._lock is not None
+
     def acquire(self) -> None:
         """Claim the run for this process; another process holding it is an error, never a wait."""
+        if self._lock is not None:
+            return
         lock = FileLock(str(self.path / LOCK_FILE))
         try:
             lock.acquire(timeout=0)

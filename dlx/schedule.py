@@ -9,6 +9,7 @@ every step. Warmup ramps the rate linearly from lr/warmup_steps to lr, then the 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,6 +41,19 @@ class Schedule:
     def after_validation(self, metric: float) -> None:
         if self.interval == "metric":
             self.scheduler.step(metric)
+
+    def fast_forward(self, steps: int) -> None:
+        """Put a freshly built per-step schedule at ``steps`` steps: the rate there, in closed form.
+
+        A resume whose steps per epoch changed (another number of processes) continues the shape from the
+        epoch it stopped at instead of loading a step count that means something else now.
+        """
+        if self.interval != "step" or steps <= 0:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": no step is taken
+            self.scheduler.last_epoch = steps - 1
+            self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
         return self.scheduler.state_dict() if self.scheduler is not None else {}

@@ -19,12 +19,26 @@ def start_run(
     quiet: bool = False,
     run: Run | None = None,
 ) -> dict[str, Any]:
-    """Build everything first (errors leave nothing behind), then create the run folder and train."""
+    """Build everything first (errors leave nothing behind), then create the run folder and train.
+
+    Under a launcher (torchrun) this process joins the run's process group; with train.devices > 1 it starts
+    that many processes itself (dlx.launch); otherwise it trains alone.
+    """
     from dlx.build import prepare
+    from dlx.distributed import from_environment
+    from dlx.launch import check_launcher, launch, processes_for, train_in_group
     from dlx.train import fit
 
     if run_id is not None:
         check_run_id(run_id)  # before the data and the model are built: a typo costs nothing
+    world = from_environment()
+    if world is not None and world.distributed:
+        check_launcher(cfg, world)
+        return train_in_group(world, cfg, run_path=run.path if run else None, runs_dir=runs_dir, run_id=run_id,
+                              claimed=run is not None, quiet=quiet)  # fmt: skip
+    processes = processes_for(cfg)
+    if processes > 1:
+        return launch(cfg, processes, run=run, runs_dir=runs_dir, run_id=run_id, quiet=quiet)
     setup = prepare(cfg)
     created = run is None
     if run is None:
@@ -41,9 +55,14 @@ def start_run(
         run.release()
 
 
-def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
-    """Continue a run from checkpoints/last.pt; a completed run is reported, not retrained."""
+def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | None = None) -> dict[str, Any]:
+    """Continue a run from checkpoints/last.pt; a completed run is reported, not retrained.
+
+    ``devices`` (--devices): how many processes continue it, whatever number trained it so far.
+    """
     from dlx.build import prepare
+    from dlx.distributed import from_environment
+    from dlx.launch import check_launcher, launch, processes_for, train_in_group
     from dlx.train import fit
 
     run = open_run(path)
@@ -51,8 +70,15 @@ def resume_run(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     if summary.get("status") == "completed":
         raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to resume")
     cfg = load_run_config(run.config_path)
+    world = from_environment()
+    if world is not None and world.distributed:
+        check_launcher(cfg, world, devices)
+        return train_in_group(world, cfg, run_path=run.path, resume=True, quiet=quiet)
     if run.last_checkpoint.exists():
         check_unchanged(run, cfg)
+    processes = processes_for(cfg, devices)
+    if processes > 1:
+        return launch(cfg, processes, run=run, resume=True, quiet=quiet)
     setup = prepare(cfg)
     run.acquire()
     try:

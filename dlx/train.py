@@ -7,6 +7,7 @@ and writes the final status from ``fit``'s ``finally``, however the process ends
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -17,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlx.build import Setup, Training, build_training
+from dlx.build import Setup, Training, build_training, global_batch
 from dlx.checkpoint import Checkpointer
 from dlx.data.loader import Batches
+from dlx.distributed import SINGLE, World
 from dlx.errors import DlxError
 from dlx.models.layers import aux_loss, main_logits
 from dlx.progress import Reporter
@@ -65,19 +67,23 @@ class State:
 
 def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train ``setup.model`` as ``setup.config`` says, writing everything into ``run``. Returns the summary."""
-    cfg = setup.config
+    cfg, world = setup.config, setup.world
     loop = build_training(setup)
-    checkpoints = Checkpointer(run, setup.model, loop.optimizer, loop.schedule, loop.scaler, cfg.to_dict())
+    checkpoints = Checkpointer(run, setup.model, loop.optimizer, loop.schedule, loop.scaler, cfg.to_dict(),
+                               world=world, steps_per_epoch=loop.steps_per_epoch, lr_factor=loop.lr_factor)  # fmt: skip
     state = State(**checkpoints.restore(setup.device)) if resume else State()
     recorder = RunRecorder(run, setup, resume=resume)
-    reporter = Reporter(quiet=quiet)
+    reporter = Reporter(quiet=quiet or not world.main)  # one process prints: rank 0
     status, extra = "failed", {}
     try:
         with sigterm_as_interrupt():
-            recorder.start(cfg.to_yaml(), state)
+            recorder.start(cfg.to_yaml(), state, checkpoints.previous_world_size)
             reporter.start(cfg, setup, run, state.epoch)
-            for line in setup.transfer.lines():
+            for line in [*setup.transfer.lines(), *resume_lines(checkpoints.previous_world_size, setup)]:
                 reporter.note(line)
+            if cfg.train.compile:
+                extra["compile_seconds"] = recorder.summary["compile_seconds"] = compile_now(setup, loop)
+                reporter.note(f"torch.compile: {extra['compile_seconds']:.1f} s (not counted in any epoch's images/s)")
             for epoch in range(state.epoch, cfg.train.epochs):
                 row = train_one_epoch(setup, loop, state, epoch, reporter)
                 improved = measure(setup, loop, state, row, epoch)
@@ -119,25 +125,41 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
 
 
 def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, reporter: Reporter) -> dict[str, Any]:
-    """One pass over the training split; returns the epoch's row (running figures, mean lr, speed)."""
-    cfg, device, model = setup.config, setup.device, setup.model
-    seed_epoch(cfg.seed, epoch)
+    """One pass over the training split; returns the epoch's row (running figures, mean lr, speed).
+
+    Each optimizer step adds up the gradients of ``train.grad_accum`` micro-batches; with several processes
+    DDP all-reduces them once per step (``no_sync`` for the others). Figures are summed over all processes.
+    """
+    cfg, device, model, world = setup.config, setup.device, setup.model, setup.world
+    accum = cfg.train.grad_accum
+    seed_epoch(cfg.seed, epoch, world.rank)
+    loop.train.set_epoch(order_seed(cfg.seed, epoch))  # the same permutation on every rank; each takes its shard
     setup.transfer.train_mode(model)  # model.train(), but frozen batch norms keep their statistics
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, lr_sum, steps = 0, 0.0, len(loop.train)
+    seen, lr_sum, steps = 0, 0.0, loop.steps_per_epoch
     reporter.epoch_start(epoch, steps)
     synchronize(device)
     t0 = time.perf_counter()
-    for i, (x, y) in enumerate(loop.train):
+    batches = iter(loop.train)
+    for i in range(steps):
         lr_sum += loop.optimizer.param_groups[0]["lr"]  # the rate this step trains with
-        with torch.autocast(device.type, dtype=loop.amp, enabled=loop.amp is not None):
-            out = loop.step_model(x)
-            logits = main_logits(out)  # loss and accuracy report the main head; aux heads only add to the objective
-            loss = F.cross_entropy(logits.float(), y)
-        objective = loss + penalty(model, cfg.regularization.l1, cfg.regularization.l2) + aux_loss(out, y)
         loop.optimizer.zero_grad(set_to_none=True)
-        loop.scaler.scale(objective).backward()
+        for k in range(accum):
+            x, y = next(batches)
+            # Only the last micro-batch's backward all-reduces the summed gradients.
+            sync = k == accum - 1 or loop.ddp is None
+            with contextlib.nullcontext() if sync else loop.ddp.no_sync():  # type: ignore[union-attr]
+                with torch.autocast(device.type, dtype=loop.amp, enabled=loop.amp is not None):
+                    out = loop.step_model(x)
+                    logits = main_logits(out)  # loss and accuracy report the main head; aux heads add to the objective
+                    loss = F.cross_entropy(logits.float(), y)
+                objective = loss + penalty(model, cfg.regularization.l1, cfg.regularization.l2) + aux_loss(out, y)
+                loop.scaler.scale(objective / accum).backward()
+            # Accumulate on the device; reading a value forces a sync, so do it only every log_every steps.
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
         if cfg.train.grad_clip is not None:
             loop.scaler.unscale_(loop.optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -145,41 +167,42 @@ def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, repo
         loop.scaler.update()
         loop.schedule.after_step()
         state.step += 1
-        # Accumulate on the device; reading a value forces a sync, so do it only every log_every steps.
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += y.shape[0]
         if (i + 1) % cfg.train.log_every == 0 or i + 1 == steps:
-            mean_loss = loss_sum.item() / seen
+            total_loss, total_correct, total_seen = world.sum(loss_sum, correct, seen, device=device)
+            mean_loss = total_loss / total_seen  # every rank sees the same figure: all stop together if it diverged
             check_loss(mean_loss, setup.data.num_classes, cfg.train.precision, f"epoch {epoch + 1}, step {i + 1}",
                        loop.optimizer.param_groups[0]["lr"])  # fmt: skip
-            reporter.step(i + 1, mean_loss, correct.item() / seen, seen / (time.perf_counter() - t0))
+            reporter.step(i + 1, mean_loss, total_correct / total_seen, total_seen / (time.perf_counter() - t0))
     synchronize(device)
     seconds = time.perf_counter() - t0
     state.train_seconds += seconds
+    total_loss, total_correct, total_seen = world.sum(loss_sum, correct, seen, device=device)
     return {
         "epoch": epoch + 1,
         "train_loss": None,  # measure() fills train_* (eval mode, fixed sample) and val_*
         "train_acc": None,
         "val_loss": None,
         "val_acc": None,
-        "running_loss": loss_sum.item() / seen,  # train mode, as the weights moved: dropout and augmentation on
-        "running_acc": correct.item() / seen,
+        "running_loss": total_loss / total_seen,  # train mode, as the weights moved: dropout and augmentation on
+        "running_acc": total_correct / total_seen,
         "lr": lr_sum / steps,  # the mean rate of the epoch's steps (first parameter group)
         "seconds": round(seconds, 3),
-        "images_per_s": round(seen / seconds, 1),
+        "images_per_s": round(total_seen / seconds, 1),  # all processes together
     }
 
 
 def measure(setup: Setup, loop: Training, state: State, row: dict[str, Any], epoch: int) -> bool:
     """Fill the row's eval-mode figures (training sample, validation, optionally test); True if validation improved."""
-    cfg, device = setup.config, setup.device
+    cfg, device, world = setup.config, setup.device, setup.world
     t1 = time.perf_counter()
-    row["train_loss"], row["train_acc"], _ = evaluate(loop.step_model, loop.train_sample, loop.amp, device)
+    # Every rank evaluates rank 0's batch-norm statistics: the ones last.pt and best.pt hold.
+    world.broadcast_state(setup.model, buffers_only=True)
+    model = loop.eval_model
+    row["train_loss"], row["train_acc"], _ = evaluate(model, loop.train_sample, loop.amp, device, world=world)
     improved = False
     last = epoch + 1 == cfg.train.epochs
     if loop.val is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-        row["val_loss"], row["val_acc"], _ = evaluate(loop.step_model, loop.val, loop.amp, device)
+        row["val_loss"], row["val_acc"], _ = evaluate(model, loop.val, loop.amp, device, world=world)
         loop.schedule.after_validation(row["val_loss"])
         improved = _improved(cfg.train.monitor, row, state.best)
         if improved:
@@ -188,7 +211,7 @@ def measure(setup: Setup, loop: Training, state: State, row: dict[str, Any], epo
         else:
             state.evals_without_improvement += 1
     if cfg.train.test_every_epoch:
-        row["test_loss"], row["test_acc"], _ = evaluate(loop.step_model, loop.test, loop.amp, device)
+        row["test_loss"], row["test_acc"], _ = evaluate(model, loop.test, loop.amp, device, world=world)
     row["eval_seconds"] = round(time.perf_counter() - t1, 3)
     return improved
 
@@ -202,21 +225,32 @@ def stop_early(patience: int | None, state: State, reporter: Reporter) -> bool:
 
 def final_test(setup: Setup, loop: Training, run: Run, checkpoints: Checkpointer, state: State) -> dict[str, Any]:
     """Test with the best-by-validation weights (the last ones without validation); draw the pictures."""
-    checkpoints.load_best(setup.device)
-    test_loss, test_acc, preds = evaluate(setup.model, loop.test, loop.amp, setup.device, want_preds=True)
-    if setup.config.output.plots:
+    checkpoints.load_best(setup.device)  # on every rank
+    test_loss, test_acc, preds = evaluate(loop.eval_model, loop.test, loop.amp, setup.device, want_preds=True,
+                                          world=setup.world)  # fmt: skip
+    if setup.config.output.plots and setup.world.main:
         write_report(setup, run, preds, setup.config.output.gallery_size, state.history)
     return {"test_loss": test_loss, "test_acc": test_acc, "message": ""}
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, batches: Batches, amp: torch.dtype | None, device: torch.device, want_preds: bool = False
+    model: nn.Module,
+    batches: Batches,
+    amp: torch.dtype | None,
+    device: torch.device,
+    want_preds: bool = False,
+    world: World = SINGLE,
 ) -> tuple[float, float, torch.Tensor | None]:
-    """Mean loss, accuracy and (optionally) every prediction over a split, in eval mode."""
+    """Mean loss, accuracy and (optionally) every prediction over a split, in eval mode.
+
+    With several processes each rank evaluates its shard (``split[rank::world]``, no padding) and the sums
+    (loss, correct, count) are all-reduced: every image counts exactly once, as in one process.
+    """
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
     preds = []
     for x, y in batches:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -224,20 +258,67 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         p = logits.argmax(1)
         correct += (p == y).sum()
+        count += y.shape[0]
         if want_preds:
             preds.append(p)
-    n = len(batches.split)
-    return loss_sum.item() / n, correct.item() / n, (torch.cat(preds).cpu() if want_preds else None)
+    total_loss, total_correct, n = world.sum(loss_sum, correct, count, device=device)
+    if not want_preds:
+        return total_loss / n, total_correct / n, None
+    mine = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=device)
+    return total_loss / n, total_correct / n, world.gather_strided(mine, int(n)).cpu()
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """All randomness of an epoch (order, augmentation, dropout) derives from (seed, epoch).
+def compile_now(setup: Setup, loop: Training) -> float:
+    """Compile before the first epoch (one training and one evaluation batch); the seconds it took.
 
-    That is what makes a resumed run replay an interrupted epoch exactly.
+    torch.compile compiles lazily, on the first call; done here, its cost is reported on its own instead of
+    hiding in the first epoch's images/s. Nothing changes: gradients are dropped, batch-norm statistics restored.
     """
+    model, device = setup.model, setup.device
+    saved = [b.detach().clone() for b in model.buffers()]
+    synchronize(device)
+    t0 = time.perf_counter()
+    setup.transfer.train_mode(model)
+    x, y = next(iter(loop.train))
+    with torch.autocast(device.type, dtype=loop.amp, enabled=loop.amp is not None):
+        loss = F.cross_entropy(main_logits(loop.step_model(x)).float(), y)
+    loss.backward()
+    loop.optimizer.zero_grad(set_to_none=True)
+    evaluate(loop.eval_model, _first(loop.val or loop.test), loop.amp, device)
+    synchronize(device)
+    with torch.no_grad():
+        for buffer, value in zip(model.buffers(), saved, strict=True):
+            buffer.copy_(value)
+    return round(time.perf_counter() - t0, 3)
+
+
+def _first(batches: Batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [next(iter(batches))]
+
+
+def resume_lines(previous_world_size: int | None, setup: Setup) -> list[str]:
+    """What a resume on another number of processes changes, said once at the start."""
+    if previous_world_size is None:
+        return []
+    cfg, size = setup.config, setup.world.size
+    return [f"resuming a run trained on {previous_world_size} process(es) with {size}: global batch "
+            f"{global_batch(cfg, previous_world_size)} -> {global_batch(cfg, size)}"
+            + (" (optimizer.scale_lr rescales the rate)" if cfg.optimizer.scale_lr != "none" else "")]  # fmt: skip
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """All randomness of an epoch derives from (seed, epoch): augmentation and dropout also from the rank, so that
+    processes do not draw the same noise. That is what makes a resumed run replay an interrupted epoch exactly."""
     s = (seed * 1_000_003 + epoch) % (2**63)
+    if rank:
+        s = (s * 31 + rank * 1_000_000_007) % (2**63)
     torch.manual_seed(s)
     random.seed(s)
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """Seeds the epoch's permutation: the same on every rank, apart from the global RNG's stream."""
+    return (seed * 1_000_003 + epoch + 0x5DEECE66D) % (2**63)
 
 
 def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:

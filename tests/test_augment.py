@@ -283,19 +283,27 @@ def test_batches_of_two_ranks_split_each_epoch_and_one_rank_is_unchanged() -> No
 
     n = 103
     split = Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))  # labels are the indices
-    kw = dict(batch_size=10, mean=None, std=None, shuffle=True, drop_last=True)
+    kw = dict(mean=None, std=None, shuffle=True, drop_last=True)
 
-    def epoch(rank: int, world: int) -> list[int]:
-        torch.manual_seed(5)  # the trainer seeds every epoch the same way on every rank
-        return torch.cat([y for _, y in Batches(split, rank=rank, world=world, **kw)]).tolist()
+    def batches(rank: int, world: int, size: int, seed: int = 5) -> list[list[int]]:
+        b = Batches(split, batch_size=size, rank=rank, world=world, **kw)
+        b.set_epoch(seed)  # the trainer seeds every epoch's order the same way on every rank
+        torch.manual_seed(rank)  # the global RNG (augmentation, dropout) differs per rank: the order must not
+        return [y.tolist() for _, y in b]
 
-    torch.manual_seed(5)
-    today = torch.randperm(n)[:100].tolist()
-    assert epoch(0, 1) == today  # world 1: exactly the single-process order
-    a, b = epoch(0, 2), epoch(1, 2)
-    assert len(a) == len(b) == 50 and not set(a) & set(b)
-    assert len(Batches(split, rank=1, world=2, **kw)) == 5
+    def flat(parts: list[list[int]]) -> list[int]:
+        return [i for part in parts for i in part]
+
+    today = torch.randperm(n, generator=torch.Generator().manual_seed(5))[:100].tolist()
+    assert flat(batches(0, 1, 10)) == today  # world 1: the seeded permutation, ragged tail dropped
+    assert batches(0, 1, 10, seed=6) != batches(0, 1, 10)  # another epoch, another order
+    a, b = batches(0, 2, 5), batches(1, 2, 5)
+    assert len(flat(a)) == len(flat(b)) == 50 and not set(flat(a)) & set(flat(b))
+    # Batch i of rank 0 and of rank 1 together hold exactly the images of the single process's batch i (global
+    # batch 10 = 2 x 5): a 2-process run takes the same steps over the same images as one process.
+    assert [sorted(x + y) for x, y in zip(a, b, strict=True)] == [sorted(x) for x in batches(0, 1, 10)]
+    assert len(Batches(split, batch_size=10, rank=1, world=2, **kw)) == 5
     evaluation = [Batches(split, batch_size=10, mean=None, std=None, rank=r, world=2) for r in (0, 1)]
     assert sorted(torch.cat([y for e in evaluation for _, y in e]).tolist()) == list(range(n))
     with pytest.raises(ValueError, match=r"rank 2 is not in 0\.\.1"):
-        Batches(split, rank=2, world=2, **kw)
+        Batches(split, batch_size=10, rank=2, world=2, **kw)

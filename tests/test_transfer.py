@@ -74,7 +74,9 @@ def test_fine_tune_a_new_head_on_a_frozen_body(runs_dir: Path) -> None:
     for key in ("classifier.1.weight", "classifier.1.bias", "classifier.4.weight", "classifier.4.bias"):
         assert not torch.equal(after[key], before[key]), key
     assert torch.equal(before["classifier.4.bias"], best["classifier.4.bias"])
-    assert summary["test_acc"] > 0.3, summary  # a new head on frozen features learns (chance: 10%)
+    # A new 8-unit head on the frozen features of a 40-step source learns: above chance (10%; on 300 test
+    # images chance scores 10 +- 1.7 points). Its level depends on how good the source got in 40 steps.
+    assert summary["test_acc"] > 0.15, summary
 
 
 def test_head_learning_rate_makes_two_parameter_groups(runs_dir: Path) -> None:

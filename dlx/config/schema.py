@@ -144,6 +144,12 @@ class OptimizerConfig(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float | None = Field(None, ge=0, description="the optimizer's own weight decay; null: its default")
     head_lr: float | None = Field(None, gt=0, description="learning rate of the parameters model.head names")
+    scale_lr: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr (and head_lr) by the global batch over base_batch: linear or sqrt (timm's rule)"
+    )
+    base_batch: int | None = Field(
+        None, ge=1, description="the batch lr was tuned for (scale_lr); null: data.batch_size, i.e. one device"
+    )
     args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -163,6 +169,9 @@ class RegularizationConfig(Section):
     l2: float = Field(0.0, ge=0, description="0.5 * lambda * sum w^2 added to the loss (weights, not biases)")
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout probability")
     batch_norm: bool | None = Field(None, description="override the model's batch-norm switch")
+    sync_batch_norm: bool = Field(
+        False, description="batch statistics over all processes (SyncBatchNorm; CUDA only, several devices)"
+    )
 
 
 class AugmentConfig(Section):
@@ -202,9 +211,20 @@ class ScheduleConfig(Section):
         return self
 
 
+# More worker processes than this on one machine is a typo (and each holds a copy of the data).
+MAX_DEVICES = 1024
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     device: str = "auto"
+    devices: int | Literal["auto"] = Field(
+        1, description="processes on this machine, one device each (DDP); auto: every visible GPU, 1 on CPU"
+    )
+    grad_accum: int = Field(1, ge=1, le=4096, description="micro-batches whose gradients add up to one step")
+    dist_timeout: float = Field(
+        600.0, gt=0, le=86400, description="seconds a process waits for the others in a collective before failing"
+    )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -219,6 +239,13 @@ class TrainConfig(Section):
     test_every_epoch: bool = Field(
         False, description="also measure the test set after every epoch (time-to-accuracy benchmarks; informs nothing)"
     )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_form(cls, v: Any) -> int | str:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DEVICES):
+            return v
+        raise ValueError(f"got {v!r}; allowed: 'auto' or a number of processes 1..{MAX_DEVICES}")
 
     @field_validator("device")
     @classmethod

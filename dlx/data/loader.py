@@ -1,7 +1,8 @@
 """The data path: a whole split lives as one uint8 tensor on the training device.
 
-Each epoch draws one permutation (from the global RNG, which the trainer seeds per epoch);
-a batch is an index slice of it, converted to float, augmented as a batch and normalized on
+Each epoch draws one permutation from its own generator, seeded by the trainer per epoch (``set_epoch``):
+the same on every rank, while augmentation and dropout draw from the global RNG, seeded per rank; a batch is
+an index slice of the permutation (of this rank's shard of it), converted to float, augmented as a batch and normalized on
 the device. No DataLoader, no worker processes, no PIL, no per-image Python.
 
 Training batches drop the incomplete last batch (``drop_last``, as airbench and timm do): a final batch of
@@ -75,6 +76,7 @@ class Batches:
         self.drop_last = drop_last
         self.augment = augment if augment is not None and augment.enabled else None
         self.channels_last = channels_last
+        self.order_seed = 0  # seeds the epoch's permutation; see set_epoch
         device = split.images.device
         c = split.images.shape[1]
         # Normalization folded into one multiply-add: x/255 is done first, then (x - mean) / std.
@@ -83,6 +85,14 @@ class Batches:
             self.inv_std = 1.0 / torch.tensor(std, device=device, dtype=torch.float32).view(1, c, 1, 1)
         else:
             self.mean = self.inv_std = None
+
+    def set_epoch(self, seed: int) -> None:
+        """Seed the next pass's permutation (like DistributedSampler.set_epoch): equal seeds, equal orders on all ranks.
+
+        With one process and a global batch B, rank r of W with batch B/W takes ``order[r::W]``: together the ranks'
+        i-th batches hold exactly the images of the single process's i-th batch.
+        """
+        self.order_seed = seed
 
     def _count(self) -> int:
         """Images this rank sees per pass."""
@@ -101,7 +111,10 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.split)
         device = self.split.images.device
-        order = torch.randperm(n, device=device) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            generator = torch.Generator(device=device).manual_seed(self.order_seed)
+            order = torch.randperm(n, device=device, generator=generator)
         if self.world > 1:  # one process of several: its shard of the (same-on-every-rank) order
             full = order if order is not None else torch.arange(n, device=device)
             order = shard(full, self.rank, self.world, equal=self.shuffle)

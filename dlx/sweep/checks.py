@@ -18,8 +18,9 @@ def inspect_cells(sweep: Sweep) -> None:
     model impossible, a validation split larger than the data, an unknown device are all reported
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
-    from dlx.build import build_initialized_model, check_training, resolve_device, split_data
+    from dlx.build import build_initialized_model, check_training, split_data
     from dlx.data.datasets import load_dataset
+    from dlx.devices import resolve_device
     from dlx.modelinfo import count_parameters, flops_per_image
 
     datasets: dict[tuple[str, str | None], Any] = {}
