@@ -132,7 +132,7 @@ def prepare(
     overrides where the data and model go (the launcher checks a run on the CPU before starting processes).
     """
     target = device_for(cfg, world)
-    check_device_settings(cfg, target)
+    check_device_settings(cfg, target, probe_gpu=device is None)
     device = device or target
     data = load_dataset(
         cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download if download is None else download

@@ -37,14 +37,13 @@ def _rank() -> str | None:
     return os.environ.get("RANK") if "WORLD_SIZE" in os.environ else None
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
+def guarded(fn: Callable[[], Any], *, say_interrupt: bool = True) -> Any:
     """Run a command body: user errors print one clear message and exit with their code, no traceback.
 
     Among several processes rank 0 says what every rank hit alike (the config, a shared decision); another
-    rank's own error is said with its rank.
+    rank's own error is said with its rank. ``say_interrupt=False``: a launcher says "interrupted" itself.
     """
-    from dlx.errors import ConfigError, DlxError, one_line
-    from dlx.launch import SharedError
+    from dlx.errors import ConfigError, DlxError, SharedError, one_line
 
     rank = _rank()
     quiet = rank not in (None, "0")
@@ -63,7 +62,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
         from dlx.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
         terminated = isinstance(e, Terminated)
-        if not quiet:
+        if not quiet and say_interrupt:
             _err("terminated" if terminated else "interrupted")
         raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_SIGINT) from None
 

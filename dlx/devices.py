@@ -64,8 +64,11 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def check_device_settings(cfg: ExperimentConfig, device: torch.device) -> None:
-    """Settings that depend on the machine: 16-bit precision and synchronized batch norm."""
+def check_device_settings(cfg: ExperimentConfig, device: torch.device, probe_gpu: bool = True) -> None:
+    """Settings that depend on the machine: 16-bit precision and synchronized batch norm.
+
+    ``probe_gpu=False`` skips what would start CUDA in this process (a launcher's check: its processes probe).
+    """
     label = cfg.source_file or cfg.name
     precision = cfg.train.precision
     if device.type == "cpu" and precision == "fp16":
@@ -75,7 +78,8 @@ def check_device_settings(cfg: ExperimentConfig, device: torch.device) -> None:
     if device.type == "cpu" and precision == "bf16" and not native_cpu_bf16():
         raise ConfigError([f"{label}: train.precision: 'bf16' on this CPU is refused: it has neither AVX512-BF16 "
                            "nor AMX, so bf16 is emulated and slower than fp32; use 'fp32'"])  # fmt: skip
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    gpu_bf16 = device.type == "cuda" and probe_gpu and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cuda" and probe_gpu and precision == "bf16" and not gpu_bf16:
         raise ConfigError([f"{label}: train.precision: 'bf16' needs a GPU with native bf16 (compute capability 8.0+, "
                            f"e.g. A100, RTX 30xx); {torch.cuda.get_device_name(device)} has none: use 'fp16'"])  # fmt: skip
     if cfg.regularization.sync_batch_norm and device.type != "cuda":

@@ -159,6 +159,14 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def lost_peer(error: BaseException) -> bool:
+    """Whether an error is a collective failing because another process of the run is gone (its own error is
+    the cause, reported by the launcher): NCCL/store errors, or gloo's transport errors."""
+    kinds = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError", "DistStoreError")
+                  if hasattr(dist, name))  # fmt: skip
+    return isinstance(error, kinds) or (isinstance(error, RuntimeError) and "gloo/transport" in str(error))
+
+
 def first_problem(problems: Sequence[str | None]) -> tuple[int, str] | None:
     """The lowest rank's problem of an ``all_objects`` exchange, or None when every rank succeeded."""
     for rank, problem in enumerate(problems):

@@ -22,6 +22,10 @@ class ConfigError(DlxError):
         super().__init__("\n".join(self.problems))
 
 
+class SharedError(DlxError):
+    """An error every process of a multi-process run raises alike (rank 0's, shared): only rank 0 prints it."""
+
+
 def first_line(error: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name: what a one-line error quotes."""
     text = str(error).strip()

@@ -1,13 +1,10 @@
 """One run on several processes: ``dlx train --devices N`` starts them, and each joins the run's process group.
 
-Starting: ``launch`` checks the experiment once on the CPU (and downloads its data once), claims the run folder,
-and starts N copies of ``python -m dlx.launch`` through ``torch.distributed.launcher.api.elastic_launch`` (the
-API behind torchrun): rendezvous on localhost, ``max_restarts=0``. When any process fails, the elastic agent
-ends the others and ``launch`` writes ``failed`` with that rank's error into summary.json.
-
-Joining: ``train_in_group`` is what each process runs, whether this launcher or the user's own (``torchrun``,
-``srun torchrun``) started it: it enters the process group, builds the run (the first process per machine
-first: it may download), lets rank 0 claim the run folder and trains with ``fit``. Rank 0 alone writes.
+``launch`` checks the experiment once on the CPU (and downloads its data once), claims the run folder, and
+starts N copies of ``python -m dlx.rank_entry`` through ``torch.distributed.launcher.api.elastic_launch`` (the
+API behind torchrun): rendezvous on localhost, ``max_restarts=0``. Each runs ``dlx.group.train_in_group``.
+When any process fails, the elastic agent ends the others and ``launch`` writes ``failed`` with that rank's
+error into summary.json.
 """
 
 from __future__ import annotations
@@ -22,18 +19,14 @@ from typing import Any
 
 import torch
 
-from dlx.config import ExperimentConfig, config_from_dict
-from dlx.distributed import World, first_problem, from_environment, join, leave
+from dlx.config import ExperimentConfig
+from dlx.distributed import World
 from dlx.errors import DlxError, first_line
-from dlx.runs import Run, create_run, open_run
+from dlx.runs import Run, create_run
 from dlx.signals import Terminated
 
 # Handed by ``launch`` to the processes it starts: the checked config, the claimed run folder, how to train.
 LAUNCH_ENV = "DLX_LAUNCH"
-
-
-class SharedError(DlxError):
-    """An error every rank raises alike (rank 0's, broadcast): only rank 0 prints it."""
 
 
 def processes_for(cfg: ExperimentConfig, devices: int | str | None = None) -> int:
@@ -51,153 +44,6 @@ def processes_for(cfg: ExperimentConfig, devices: int | str | None = None) -> in
     if n > 1 and device.type == "mps":
         raise DlxError("train.devices: several processes need CUDA (NCCL) or the CPU (gloo); MPS has neither")
     return n
-
-
-def check_launcher(cfg: ExperimentConfig, world: World, devices: int | str | None = None) -> None:
-    """Under a user's launcher, it decides the processes; a different explicit train.devices is a mistake."""
-    wanted = cfg.train.devices if devices is None else devices
-    if isinstance(wanted, int) and wanted > 1 and wanted != world.local_size:
-        raise DlxError(f"train.devices: {wanted}, but the launcher started {world.local_size} process(es) on this "
-                       f"machine (LOCAL_WORLD_SIZE); drop train.devices or make the two agree")  # fmt: skip
-
-
-# ---------------------------------------------------------------------------- the processes' side
-
-
-def train_in_group(
-    world: World,
-    cfg: ExperimentConfig,
-    *,
-    run_path: str | Path | None = None,
-    resume: bool = False,
-    runs_dir: str | Path | None = None,
-    run_id: str | None = None,
-    claimed: bool = False,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Train ``cfg`` as one of ``world.size`` processes; returns the summary (rank 0's figures on every rank).
-
-    ``run_path``: the run folder (a resume, or one ``launch`` claimed: ``claimed``); otherwise rank 0 creates one
-    under ``runs_dir`` and tells the others its path.
-    """
-    from dlx.build import prepare
-    from dlx.devices import device_for
-    from dlx.train import fit
-
-    device = device_for(cfg, world)
-    join(world, device, cfg.train.dist_timeout)
-    run: Run | None = None
-    try:
-        setup, problem = None, None
-        for first in (True, False):  # the first process of each machine builds first: it may download the data
-            if (world.local_rank == 0) == first:
-                try:
-                    setup = prepare(cfg, world=world)
-                except DlxError as e:
-                    problem = str(e)
-            world.barrier()
-        _raise_first(world.all_objects(problem))
-        run, problem = None, None
-        if world.main:
-            try:
-                run = _claim(cfg, run_path, resume=resume, runs_dir=runs_dir, run_id=run_id, claimed=claimed)
-            except DlxError as e:
-                problem = str(e)
-        path = world.broadcast_object(str(run.path) if run is not None else None)
-        _raise_first([world.broadcast_object(problem)])
-        if run is None:
-            run = Run(path)  # the other ranks only name it: rank 0 writes
-        assert setup is not None
-        return fit(setup, run, resume=resume and run.last_checkpoint.exists(), quiet=quiet)
-    finally:
-        if run is not None and world.main and not claimed:
-            run.release()
-        leave()
-
-
-def _raise_first(problems: list[str | None]) -> None:
-    found = first_problem(problems)
-    if found is not None:
-        raise SharedError(found[1])
-
-
-def _claim(
-    cfg: ExperimentConfig,
-    run_path: str | Path | None,
-    *,
-    resume: bool,
-    runs_dir: str | Path | None,
-    run_id: str | None,
-    claimed: bool,
-) -> Run:
-    """Rank 0's run folder: the claimed one, the resumed one (locked, config unchanged) or a new one (locked)."""
-    if run_path is not None:
-        run = open_run(run_path) if resume else Run(run_path)
-        if not claimed:
-            if resume:
-                from dlx.session import check_unchanged
-
-                if run.last_checkpoint.exists():
-                    check_unchanged(run, cfg)
-            run.acquire()
-        return run
-    run = create_run(runs_dir if runs_dir is not None else cfg.output.runs_dir, cfg.name, run_id)
-    run.acquire()
-    return run
-
-
-def die_with_parent(parent: int) -> None:
-    """Linux: end this process (SIGTERM: its run is saved as interrupted) if the launching process dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def worker_main() -> None:
-    """The entry of a process ``launch`` started: train, then exit with the run's outcome."""
-    import typer
-    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, record
-
-    from dlx.cli import guarded
-
-    spec = json.loads(os.environ.pop(LAUNCH_ENV))
-    die_with_parent(spec["parent"])
-    sys.argv = spec["argv"]  # the run records the command the user typed
-
-    @record
-    def body() -> None:
-        world = from_environment()
-        if world is None:
-            raise DlxError(f"{LAUNCH_ENV} is set but no launcher environment (RANK, WORLD_SIZE): run dlx train")
-        cfg = config_from_dict(spec["config"]).from_file(spec["source_file"])
-
-        def train() -> None:
-            try:
-                summary = train_in_group(world, cfg, run_path=spec["run"], resume=spec["resume"], claimed=True,
-                                         quiet=spec["quiet"])  # fmt: skip
-            except DlxError as e:  # the launcher shows this rank's error and writes it into summary.json
-                ErrorHandler().record_exception(e)
-                raise
-            if summary["status"] != "completed":
-                sys.exit(1)
-
-        try:
-            guarded(train)
-        except typer.Exit as e:  # what guarded raises for the command line: this process's exit code
-            sys.exit(e.exit_code)
-
-    body()
-
-
-# ---------------------------------------------------------------------------- the launcher's side
 
 
 def check(cfg: ExperimentConfig, processes: int) -> None:
@@ -251,7 +97,7 @@ def launch(
     failed = ""
     try:
         with _worker_environment(spec, processes, cfg):
-            elastic_launch(config, sys.executable)("-P", "-m", "dlx.launch")
+            elastic_launch(config, sys.executable)("-P", "-m", "dlx.rank_entry")
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         failed = f"rank {rank} {_describe(failure)}"
@@ -335,7 +181,3 @@ def _record_interrupt(run: Run, sig: int) -> None:
         what = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
         summary.update(status="interrupted", message=f"{what}; continue with: dlx train --resume {run.path}")
         run.write_summary(summary)
-
-
-if __name__ == "__main__":
-    worker_main()

@@ -20,8 +20,10 @@ def pct(x: object) -> str:
 
 
 class Reporter:
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, console: Console | None = None, *, silent: bool = False) -> None:
+        """``quiet``: only alerts; ``silent``: nothing at all (a process other than rank 0 of several)."""
+        self.quiet = quiet or silent
+        self.silent = silent
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.progress: Progress | None = None
         self.task: Any = None
@@ -77,7 +79,8 @@ class Reporter:
 
     def alert(self, text: str) -> None:
         """A line the user must see even with --quiet (how to resume an interrupted run)."""
-        self.console.print(text, markup=False)
+        if not self.silent:
+            self.console.print(text, markup=False)
 
     def stop(self) -> None:
         if self.progress is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlx.config import ExperimentConfig, config_differences, load_run_config
-from dlx.errors import DlxError
+from dlx.errors import DlxError, SharedError
 from dlx.runs import Run, check_run_id, create_run, open_run
 
 
@@ -26,7 +26,8 @@ def start_run(
     """
     from dlx.build import prepare
     from dlx.distributed import from_environment
-    from dlx.launch import check_launcher, launch, processes_for, train_in_group
+    from dlx.group import check_launcher, train_in_group
+    from dlx.launch import launch, processes_for
     from dlx.train import fit
 
     if run_id is not None:
@@ -62,7 +63,8 @@ def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | No
     """
     from dlx.build import prepare
     from dlx.distributed import from_environment
-    from dlx.launch import check_launcher, launch, processes_for, train_in_group
+    from dlx.group import check_launcher, train_in_group
+    from dlx.launch import launch, processes_for
     from dlx.train import fit
 
     run = open_run(path)
@@ -73,6 +75,11 @@ def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | No
     world = from_environment()
     if world is not None and world.distributed:
         check_launcher(cfg, world, devices)
+        if run.last_checkpoint.exists():  # every rank reads the run folder to resume (a shared file system)
+            try:
+                check_unchanged(run, cfg)
+            except DlxError as e:
+                raise SharedError(str(e)) from None
         return train_in_group(world, cfg, run_path=run.path, resume=True, quiet=quiet)
     if run.last_checkpoint.exists():
         check_unchanged(run, cfg)

@@ -73,7 +73,7 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                                world=world, steps_per_epoch=loop.steps_per_epoch, lr_factor=loop.lr_factor)  # fmt: skip
     state = State(**checkpoints.restore(setup.device)) if resume else State()
     recorder = RunRecorder(run, setup, resume=resume)
-    reporter = Reporter(quiet=quiet or not world.main)  # one process prints: rank 0
+    reporter = Reporter(quiet=quiet, silent=not world.main)  # one process prints: rank 0
     status, extra = "failed", {}
     try:
         with sigterm_as_interrupt():

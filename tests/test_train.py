@@ -98,7 +98,7 @@ def test_resume_after_interrupt_equals_uninterrupted(runs_dir: Path, monkeypatch
 
     import dlx.train
 
-    monkeypatch.setattr(dlx.train, "Reporter", lambda quiet: InterruptAt(epoch=1, step=10))
+    monkeypatch.setattr(dlx.train, "Reporter", lambda quiet, silent: InterruptAt(epoch=1, step=10))
     with pytest.raises(KeyboardInterrupt):
         start_run(cfg, run_id="cut", quiet=True)
     cut = runs_dir / "tiny" / "cut"
