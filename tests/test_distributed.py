@@ -235,3 +235,42 @@ def test_a_schedule_put_at_a_step_has_the_rate_of_one_stepped_there(name: str) -
     jumped_opt, jumped = schedule()
     jumped.fast_forward(25)
     assert jumped_opt.param_groups[0]["lr"] == pytest.approx(stepped_opt.param_groups[0]["lr"], rel=1e-12)
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_at_the_rate_of_its_epoch(tmp_path: Path) -> None:
+    """last.pt of a 2-process run (10 steps per epoch, rate scaled x2) continued by one process (20 steps per
+    epoch, x1): the momenta carry over; the rate is the one-process cosine's at the same epoch."""
+    from dlx.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
+    from dlx.runs import Run
+
+    def build(name: str, per_epoch: int, factor: float) -> tuple:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1 * factor, momentum=0.9)
+        schedule = build_schedule(name, opt, epochs=4, steps_per_epoch=per_epoch, warmup_epochs=0.0)
+        return model, opt, schedule, torch.amp.GradScaler("cpu", enabled=False)
+
+    def train(model: torch.nn.Module, opt: torch.optim.Optimizer, schedule: object, steps: int) -> None:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.ones(4, 3)).sum().backward()
+            opt.step()
+            schedule.after_step()
+
+    for name in ("cosine", "none"):
+        run = Run(tmp_path / name)
+        model, opt, schedule, scaler = build(name, 10, 2.0)
+        train(model, opt, schedule, 20)
+        Checkpointer(run, model, opt, schedule, scaler, {}, steps_per_epoch=10, lr_factor=2.0).save_last({"epoch": 2})
+        last = load_checkpoint(run.last_checkpoint)
+        save_checkpoint(run.last_checkpoint, {**last, "world_size": 2})  # as rank 0 of two writes it
+
+        resumed = build(name, 20, 1.0)
+        checkpoints = Checkpointer(run, *resumed, {}, steps_per_epoch=20, lr_factor=1.0)
+        assert checkpoints.restore("cpu") == {"epoch": 2}
+        assert checkpoints.previous_world_size == 2
+        one = build(name, 20, 1.0)  # a one-process run that trained 2 epochs of 20 steps
+        train(one[0], one[1], one[2], 40)
+        assert resumed[1].param_groups[0]["lr"] == pytest.approx(one[1].param_groups[0]["lr"], rel=1e-12)
+        moment = next(iter(resumed[1].state.values()))["momentum_buffer"]
+        assert torch.equal(moment, next(iter(opt.state.values()))["momentum_buffer"])
