@@ -64,11 +64,14 @@ def launch(
     run_id: str | None = None,
     quiet: bool = False,
     checked: bool = False,
+    threads: int | None = None,
+    visible_devices: str | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` on ``processes`` processes of this machine; returns the run's summary.
 
     ``run``: an existing folder (a resume, or a sweep cell this process holds); otherwise a new one is created.
-    ``checked``: ``check`` has passed already.
+    ``checked``: ``check`` has passed already. ``threads`` (CPU threads per process) and ``visible_devices``
+    (their CUDA_VISIBLE_DEVICES) override what the processes inherit: a sweep cell's share of the machine.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -96,7 +99,7 @@ def launch(
     )
     failed = ""
     try:
-        with _worker_environment(spec, processes, cfg):
+        with _worker_environment(spec, processes, cfg, threads, visible_devices):
             elastic_launch(config, sys.executable)("-P", "-m", "dlx.rank_entry")
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
@@ -124,11 +127,22 @@ def launch(
 class _worker_environment:
     """The environment the started processes inherit: the spec, and CPU threads split between them."""
 
-    def __init__(self, spec: dict[str, Any], processes: int, cfg: ExperimentConfig) -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        processes: int,
+        cfg: ExperimentConfig,
+        threads: int | None = None,
+        visible_devices: str | None = None,
+    ) -> None:
         from dlx.devices import resolve_device
 
         self.values = {LAUNCH_ENV: json.dumps(spec)}
-        if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does, but sharing the cores instead of 1 thread each
+        if visible_devices is not None:
+            self.values["CUDA_VISIBLE_DEVICES"] = visible_devices
+        if threads is not None:
+            self.values["OMP_NUM_THREADS"] = self.values["MKL_NUM_THREADS"] = str(threads)
+        elif "OMP_NUM_THREADS" not in os.environ:  # as torchrun does, but sharing the cores instead of 1 thread each
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             on_cpu = resolve_device(cfg.train.device).type == "cpu"
             self.values["OMP_NUM_THREADS"] = str(max(1, cores // processes) if on_cpu else 1)

@@ -22,11 +22,18 @@ def inspect_cells(sweep: Sweep) -> None:
     from dlx.data.datasets import load_dataset
     from dlx.devices import resolve_device
     from dlx.modelinfo import count_parameters, flops_per_image
+    from dlx.sweep.pool import gpus_needed, sweep_gpus
 
     datasets: dict[tuple[str, str | None], Any] = {}
     problems: list[tuple[str, str]] = []
+    gpus = sweep_gpus(sweep)
     for cell in sweep.cells:
         cfg = cell.config
+        need = gpus_needed(cfg, gpus)
+        if need > len(gpus):
+            problems.append((cell.name, f"train.devices: {need} GPUs asked, but the sweep has {len(gpus)} "
+                                        f"(GPUs {', '.join(gpus)}; CUDA_VISIBLE_DEVICES); at most {len(gpus)}"))  # fmt: skip
+            continue
         try:
             resolve_device(cfg.train.device)
             key = (cfg.data.dataset, cfg.data.data_dir)

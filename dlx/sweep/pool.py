@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlx.config import ExperimentConfig
 from dlx.sweep.spec import Sweep
 
 
@@ -50,6 +52,72 @@ def visible_gpus() -> list[str]:
     return listed[:n] if listed else [str(i) for i in range(n)]
 
 
+def gpus_needed(cfg: ExperimentConfig, gpus: list[str]) -> int:
+    """GPUs a cell takes from the sweep's: none on CPU, else its train.devices (``auto``: all of them)."""
+    if not gpus or cfg.train.device == "cpu":
+        return 0
+    return len(gpus) if cfg.train.devices == "auto" else int(cfg.train.devices)
+
+
+class GpuPool:
+    """The sweep's GPUs, each held by at most one cell at a time (thread-safe).
+
+    A one-GPU cell runs on its worker's own GPU (the worker process sees only that one); a cell on N GPUs
+    takes any N free ones for the processes it starts. Requests wait until they can be met; while a
+    multi-GPU request waits, later requests do not jump ahead of it (it would never find enough free).
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = list(ids)
+        self._free = list(ids)
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[object, int]] = []
+        self._stopping = False
+
+    def take(self, n: int, own: str | None = None) -> list[str] | None:
+        """``n`` GPUs (n == 1 with ``own``: that GPU) once free; None when the sweep stops first."""
+        if n > len(self.ids):
+            raise ValueError(f"{n} GPUs asked of {len(self.ids)}")
+        ticket = object()
+        with self._cond:
+            self._waiting.append((ticket, n))
+            try:
+                while not self._stopping:
+                    got = self._grant(ticket, n, own)
+                    if got is not None:
+                        return got
+                    self._cond.wait()
+                return None
+            finally:
+                self._waiting = [w for w in self._waiting if w[0] is not ticket]
+                self._cond.notify_all()
+
+    def _grant(self, ticket: object, n: int, own: str | None) -> list[str] | None:
+        for other, wanted in self._waiting:
+            if other is ticket:
+                break
+            if wanted > 1:
+                return None  # an earlier multi-GPU request goes first
+        if n == 1 and own is not None:
+            chosen = [own] if own in self._free else []
+        else:
+            chosen = self._free[:n] if len(self._free) >= n else []
+        if len(chosen) != n:
+            return None
+        self._free = [g for g in self._free if g not in chosen]
+        return chosen
+
+    def give_back(self, ids: list[str]) -> None:
+        with self._cond:
+            self._free += [g for g in ids if g not in self._free]
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+
 @dataclass
 class Plan:
     """How cells are spread over processes."""
@@ -58,10 +126,15 @@ class Plan:
     threads: int  # torch CPU threads per worker
     gpus: list[str]  # one device per worker slot (round robin); empty on CPU
 
-    def describe(self) -> str:
+    def describe(self, sweep: Sweep | None = None) -> str:
         each = f"{self.threads} CPU thread{'s' if self.threads != 1 else ''} each"
         where = f"GPUs {', '.join(self.gpus)}" if self.gpus else "CPU"
-        return f"{self.workers} worker{'s' if self.workers != 1 else ''} on {where}, {each}"
+        text = f"{self.workers} worker{'s' if self.workers != 1 else ''} on {where}, {each}"
+        many = sorted({gpus_needed(c.config, self.gpus) for c in sweep.cells} - {0, 1}) if sweep else []
+        if many:
+            text += (f"; cells on {' or '.join(map(str, many))} GPUs take that many free GPUs, never shared "
+                     f"(they wait for them)")  # fmt: skip
+        return text
 
     def env(self, slot: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -76,10 +149,15 @@ class Plan:
         return env
 
 
+def sweep_gpus(sweep: Sweep) -> list[str]:
+    """The GPUs a sweep hands out: the visible ones when every cell may use CUDA (auto, cuda), else none."""
+    devices = {c.config.train.device for c in sweep.cells}
+    return visible_gpus() if devices <= {"auto", "cuda"} else []
+
+
 def plan_workers(sweep: Sweep, workers: int | None) -> Plan:
     """One worker per GPU when cells may use CUDA; on CPU ``workers`` processes (default 1) sharing the cores."""
-    devices = {c.config.train.device for c in sweep.cells}
-    gpus = visible_gpus() if devices <= {"auto", "cuda"} else []
+    gpus = sweep_gpus(sweep)
     n = workers or sweep.spec.workers or (len(gpus) if gpus else 1)
     n = max(1, min(n, len(sweep.cells)))
     return Plan(workers=n, threads=max(1, cpu_count() // n), gpus=gpus)

@@ -20,7 +20,7 @@ from dlx.errors import DlxError
 from dlx.runs import Run, update_sweep_index
 from dlx.sweep.checks import RETRIED, check_existing, held_elsewhere, inspect_cells, read_summary
 from dlx.sweep.display import Display
-from dlx.sweep.pool import Plan, WorkerDied, WorkerProcess, plan_workers
+from dlx.sweep.pool import GpuPool, Plan, WorkerDied, WorkerProcess, gpus_needed, plan_workers
 from dlx.sweep.spec import Sweep, format_value
 from dlx.sweep.state import FINAL, CellState
 
@@ -99,6 +99,7 @@ class SweepRunner:
         self.scheduler: Scheduler | None = None
         self.workers: list[WorkerProcess | None] = [None] * plan.workers
         self.busy = [False] * plan.workers
+        self.gpu_pool = GpuPool(plan.gpus)
         self.interrupted = False
         self.index: dict[str, Any] = {}
 
@@ -191,12 +192,16 @@ class SweepRunner:
                 worker.wait_ready()
             if self.scheduler.stopping:
                 break  # Ctrl-C while the worker was starting: the cell stays pending
+            need = gpus_needed(st.cell.config, self.plan.gpus)
+            held = self.gpu_pool.take(need, self.plan.gpus[index % len(self.plan.gpus)]) if need else []
+            if held is None:
+                break  # Ctrl-C while waiting for GPUs: the cell stays pending
             with self.lock:
                 st.state, st.started, st.worker = "running", time.monotonic(), index
                 self.busy[index] = True
             task = {"cell": st.cell.name, "run_dir": str(st.cell.run_dir), "config": st.cell.config.to_dict(),
-                    "experiment_file": str(self.sweep.base),
-                    "retry_failed": self.retry_failed}  # fmt: skip
+                    "experiment_file": str(self.sweep.base), "retry_failed": self.retry_failed,
+                    "gpus": ",".join(held) if need > 1 else None}  # fmt: skip
             try:
                 reply = worker.call(task)
             except WorkerDied as e:
@@ -210,6 +215,7 @@ class SweepRunner:
                     message = f"{e}; re-run the sweep to resume it" if status == "interrupted" else str(e)
                     reply = {"outcome": "trained", "status": status, "message": message, "died": True}
             finally:
+                self.gpu_pool.give_back(held)
                 with self.lock:
                     self.busy[index] = False
             self._finish(st, reply)
@@ -231,6 +237,7 @@ class SweepRunner:
         self.interrupted = True
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.gpu_pool.stop()
         with self.lock:
             for i, worker in enumerate(self.workers):
                 if worker is not None and self.busy[i]:
@@ -323,4 +330,5 @@ def show_plan(sweep: Sweep, workers: int | None = None, console: Console | None 
     console.print(table)
     plan = plan_workers(sweep, workers)
     epochs = sum(c.config.train.epochs for c in sweep.cells)
-    console.print(f"base {sweep.base}; {epochs} epochs in all; {plan.describe()}", markup=False, highlight=False)
+    console.print(f"base {sweep.base}; {epochs} epochs in all; {plan.describe(sweep)}", markup=False,
+                  highlight=False)  # fmt: skip

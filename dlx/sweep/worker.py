@@ -5,7 +5,8 @@ Protocol: ``{"ready": true}`` on stdout once imports are done; then one JSON tas
 (``run_cell``'s dict). EOF on stdin ends the worker.
 
 The process sees only what the sweep gave it: ``CUDA_VISIBLE_DEVICES`` (its GPU) and
-``DLX_SWEEP_THREADS`` / ``OMP_NUM_THREADS`` (its share of the CPU cores). It runs in its own session,
+``DLX_SWEEP_THREADS`` / ``OMP_NUM_THREADS`` (its share of the CPU cores). A cell on several devices
+(train.devices) is trained by processes it starts (dlx.launch), on the GPUs the task names. It runs in its own session,
 so a terminal Ctrl-C reaches it only through the sweep (one SIGINT: the cell in training is saved
 as interrupted). If the sweep process dies (SIGKILL), the worker notices it was orphaned and
 interrupts itself the same way, so its cell is left resumable and its lock is released.
@@ -48,8 +49,20 @@ def move_aside(run: Run) -> Path:
     return aside
 
 
+def processes_of(cfg: ExperimentConfig, gpus: str | None) -> int:
+    """The processes a cell trains with: one per GPU it was handed, else train.devices (CPU: gloo; auto: 1)."""
+    if gpus:
+        return len(gpus.split(","))
+    return 1 if cfg.train.devices == "auto" else int(cfg.train.devices)
+
+
 def run_cell(
-    run_dir: str | Path, config: dict[str, Any], *, retry_failed: bool = False, experiment_file: str | None = None
+    run_dir: str | Path,
+    config: dict[str, Any],
+    *,
+    retry_failed: bool = False,
+    experiment_file: str | None = None,
+    gpus: str | None = None,
 ) -> dict[str, Any]:
     """Claim one cell and do what its state asks; returns ``{"outcome", "status", "message", ...}``.
 
@@ -76,10 +89,16 @@ def run_cell(
         # The sweep's base experiment: the run records the git commit of the project it lives in.
         cfg = config_from_dict(config, str(run.path / CONFIG_FILE)).from_file(experiment_file)
         from dlx.build import prepare
+        from dlx.launch import check, launch
         from dlx.train import fit
 
+        processes = processes_of(cfg, gpus)
         try:
-            setup = prepare(cfg)
+            if processes > 1:  # a cell on several devices: its processes are started by the launcher, checked first
+                setup = None
+                check(cfg, processes)
+            else:
+                setup = prepare(cfg)
         except DlxError as e:
             _fail_before_fit(run, cfg, previous, str(e))
             return {"outcome": "trained", "status": "failed", "message": str(e)}
@@ -89,7 +108,14 @@ def run_cell(
         if not resume:
             reset_run(run)
         try:
-            summary = fit(setup, run, resume=resume, quiet=True)
+            if setup is not None:
+                summary = fit(setup, run, resume=resume, quiet=True)
+            else:  # this worker's share of the cores, split between the cell's processes; its GPUs
+                import torch
+
+                threads = max(1, torch.get_num_threads() // processes)
+                summary = launch(cfg, processes, run=run, resume=resume, quiet=True, checked=True, threads=threads,
+                                 visible_devices=gpus)  # fmt: skip
         except KeyboardInterrupt:
             raise
         except Exception as e:  # fit has marked the run failed or diverged; the sweep goes on
@@ -152,7 +178,7 @@ def main() -> int:
             task = json.loads(line)
             try:
                 result = run_cell(task["run_dir"], task["config"], retry_failed=bool(task.get("retry_failed")),
-                                  experiment_file=task.get("experiment_file"))  # fmt: skip
+                                  experiment_file=task.get("experiment_file"), gpus=task.get("gpus"))  # fmt: skip
             except KeyboardInterrupt:
                 # fit saved the run as interrupted; report it and stop: the sweep is shutting down.
                 _reply(channel, {"outcome": "interrupted", "status": "interrupted", "message": "interrupted"})
