@@ -26,6 +26,7 @@ from dlx.compare.plots import heatmaps
 from dlx.errors import ConfigError
 from dlx.runs import Run
 from dlx.sweep import SweepSpec, cell_name, expand, load_sweep, run_sweep
+from dlx.sweep.executors import LocalPool
 from dlx.sweep.pool import Plan, cpu_count, plan_workers
 from dlx.sweep.runner import SweepRunner, record_worker_death
 from dlx.sweep.worker import run_cell
@@ -382,7 +383,8 @@ def test_cells_ending_together_never_print_the_same_progress_number(
     """Two workers end cells at once while sweep.json is slow to write: [2/3] and [3/3], never [3/3] twice."""
     sweep = load_sweep(write_sweep(tmp_path, runs_dir, {"seeds": [0, 1, 2]}))
     console, out = line_console()
-    sweep_runner = SweepRunner(sweep, Plan(workers=2, threads=1, gpus=[]), retry_failed=False, console=console)
+    pool = LocalPool(Plan(workers=2, threads=1, gpus=[]), tmp_path / "logs")
+    sweep_runner = SweepRunner(sweep, pool, retry_failed=False, console=console)
     first, second, third = sweep_runner.states
     first.state = "failed"  # decided earlier, as run() finds it on disk
     write_index = sweep_runner.write_index

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from dlx.progress import pct
 from dlx.runs import Run
-from dlx.sweep.pool import Plan
+from dlx.sweep.executors import Executor
 from dlx.sweep.state import FINAL, CellState
 
 STYLES = {"completed": "green", "failed": "red", "diverged": "red", "broken": "red", "interrupted": "yellow",
@@ -51,7 +51,9 @@ class Display:
     It reads the runner's cell states under the runner's ``lock``; it never changes them.
     """
 
-    def __init__(self, name: str, plan: Plan, console: Console, states: list[CellState], lock: threading.Lock) -> None:
+    def __init__(
+        self, name: str, plan: Executor, console: Console, states: list[CellState], lock: threading.Lock
+    ) -> None:
         self.name = name
         self.plan = plan
         self.console = console

@@ -20,7 +20,8 @@ from dlx.errors import DlxError
 from dlx.runs import Run, update_sweep_index
 from dlx.sweep.checks import RETRIED, check_existing, held_elsewhere, inspect_cells, read_summary
 from dlx.sweep.display import Display
-from dlx.sweep.pool import GpuPool, Plan, WorkerDied, WorkerProcess, gpus_needed, plan_workers
+from dlx.sweep.executors import Executor, LocalPool
+from dlx.sweep.pool import GpuPool, WorkerDied, gpus_needed, plan_workers
 from dlx.sweep.spec import Sweep, format_value
 from dlx.sweep.state import FINAL, CellState
 
@@ -88,18 +89,17 @@ def record_worker_death(run_dir: Path, message: str) -> str | None:
 
 
 class SweepRunner:
-    def __init__(self, sweep: Sweep, plan: Plan, *, retry_failed: bool, console: Console) -> None:
+    def __init__(self, sweep: Sweep, executor: Executor, *, retry_failed: bool, console: Console) -> None:
         self.sweep = sweep
-        self.plan = plan
+        self.executor = executor
         self.retry_failed = retry_failed
         self.states = [CellState(cell) for cell in sweep.cells]
         self.lock = threading.Lock()  # the cell states, read by the display
         self.finishing = threading.Lock()  # one cell at a time: its state, sweep.json, its line
-        self.display = Display(sweep.name, plan, console, self.states, self.lock)
+        self.display = Display(sweep.name, executor, console, self.states, self.lock)
         self.scheduler: Scheduler | None = None
-        self.workers: list[WorkerProcess | None] = [None] * plan.workers
-        self.busy = [False] * plan.workers
-        self.gpu_pool = GpuPool(plan.gpus)
+        self.busy = [False] * executor.workers
+        self.gpu_pool = GpuPool(executor.gpus)
         self.interrupted = False
         self.index: dict[str, Any] = {}
 
@@ -179,21 +179,17 @@ class SweepRunner:
     # --- worker slots
     def _slot(self, index: int) -> None:
         assert self.scheduler is not None
-        log = self.sweep.folder / ".logs" / f"worker-{index}.log"
+        executor, gpus = self.executor, self.executor.gpus
         while (st := self.scheduler.next()) is not None:
             if st.state == "elsewhere" and held_elsewhere(st.cell.run_dir):
                 self.scheduler.later(st, BUSY_RETRY_S)  # still in training there: look again later
                 continue
-            if self.workers[index] is None:
-                self.workers[index] = WorkerProcess(self.plan.env(index), log)
-            worker = self.workers[index]
-            assert worker is not None
             with contextlib.suppress(WorkerDied):  # call() below reports it for this cell
-                worker.wait_ready()
+                executor.prepare(index)
             if self.scheduler.stopping:
                 break  # Ctrl-C while the worker was starting: the cell stays pending
-            need = gpus_needed(st.cell.config, self.plan.gpus)
-            held = self.gpu_pool.take(need, self.plan.gpus[index % len(self.plan.gpus)]) if need else []
+            need = gpus_needed(st.cell.config, gpus)
+            held = self.gpu_pool.take(need, gpus[index % len(gpus)]) if need else []
             if held is None:
                 break  # Ctrl-C while waiting for GPUs: the cell stays pending
             with self.lock:
@@ -203,10 +199,8 @@ class SweepRunner:
                     "experiment_file": str(self.sweep.base), "retry_failed": self.retry_failed,
                     "gpus": ",".join(held) if need > 1 else None}  # fmt: skip
             try:
-                reply = worker.call(task)
+                reply = executor.call(index, task)
             except WorkerDied as e:
-                self.workers[index] = None
-                worker.close(timeout=5)
                 if self.scheduler.stopping:  # Ctrl-C: a cell left running on disk is resumed by the next run
                     reply = {"outcome": "trained", "status": "interrupted", "message": str(e)}
                 else:  # killed (out of memory, ...) or crashed: record it on disk, as the worker could not
@@ -221,16 +215,10 @@ class SweepRunner:
             self._finish(st, reply)
             if reply.get("outcome") == "busy":
                 self.scheduler.later(st, BUSY_RETRY_S)
-        worker = self.workers[index]
-        if worker is not None:
-            worker.close()
-            self.workers[index] = None
+        executor.close(index)
 
     def stop_workers(self) -> None:
-        for i, worker in enumerate(self.workers):
-            if worker is not None:
-                worker.close(timeout=10)
-                self.workers[i] = None
+        self.executor.close(timeout=10)
 
     def interrupt(self) -> None:
         """Ctrl-C: stop handing out cells, interrupt the cells in training (they save an interrupted run)."""
@@ -239,9 +227,9 @@ class SweepRunner:
             self.scheduler.stop()
         self.gpu_pool.stop()
         with self.lock:
-            for i, worker in enumerate(self.workers):
-                if worker is not None and self.busy[i]:
-                    worker.interrupt()
+            for i in range(self.executor.workers):
+                if self.busy[i]:
+                    self.executor.interrupt(i)
 
     # --- the whole thing
     def run(self) -> list[CellState]:
@@ -259,7 +247,7 @@ class SweepRunner:
         todo = [st for st in self.states if st.state == "pending"]
         self.display.opening(self.sweep.folder, len(self.states) - len(todo), len(todo))
         self.scheduler = Scheduler(todo)
-        threads = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.plan.workers)]
+        threads = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.executor.workers)]
         for t in threads:
             t.start()
         try:
@@ -295,8 +283,8 @@ def run_sweep(
     """Check every cell, then train the ones not done yet in worker processes; resumable and idempotent."""
     console = console or wide_console()
     check_existing(sweep)
-    plan = plan_workers(sweep, workers)
-    runner = SweepRunner(sweep, plan, retry_failed=retry_failed, console=console)
+    executor = LocalPool(plan_workers(sweep, workers), sweep.folder / ".logs")
+    runner = SweepRunner(sweep, executor, retry_failed=retry_failed, console=console)
     todo = any(read_summary(c.run_dir).get("status") != "completed" for c in sweep.cells)
     if todo:  # nothing to train: no model checks (the index takes its figures from the summaries)
         inspect_cells(sweep)  # before anything is written: a bad cell leaves no trace
