@@ -73,8 +73,8 @@ def check_device_settings(cfg: ExperimentConfig, device: torch.device, probe_gpu
     precision = cfg.train.precision
     if device.type == "cpu" and precision == "fp16":
         raise ConfigError([f"{label}: train.precision: 'fp16' on CPU is refused: CPUs have no fast fp16 "
-                           "arithmetic (PyTorch runs it many times slower than fp32); use 'bf16' on a CPU with "
-                           "AVX512-BF16 or AMX, or 'fp32'"])  # fmt: skip
+                           "arithmetic (it ran ~90x slower than fp32: benchmarks/bench_precision.py); use 'bf16' "
+                           "on a CPU with AVX512-BF16 or AMX, or 'fp32'"])  # fmt: skip
     if device.type == "cpu" and precision == "bf16" and not native_cpu_bf16():
         raise ConfigError([f"{label}: train.precision: 'bf16' on this CPU is refused: it has neither AVX512-BF16 "
                            "nor AMX, so bf16 is emulated and slower than fp32; use 'fp32'"])  # fmt: skip
