@@ -145,17 +145,43 @@ def sweep(
     runs_dir: Annotated[
         Path | None, typer.Option(help="where the sweep folder goes (default: output.runs_dir)")
     ] = None,
+    executor: Annotated[str, typer.Option(help="local (worker processes here) or ray (Ray tasks)")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray: join this cluster ('auto' or host:6379) instead of starting one here")
+    ] = None,
+    no_shared_fs: Annotated[
+        bool, typer.Option("--no-shared-fs", help="Ray: tasks train in a local folder; their files come back")
+    ] = False,
+    fetch_checkpoints: Annotated[
+        bool, typer.Option("--fetch-checkpoints", help="Ray, --no-shared-fs: bring the checkpoints back too")
+    ] = False,
 ) -> None:
     """Run a grid / variants / random sample of an experiment; re-run to resume (completed cells are skipped)."""
 
     def body() -> None:
+        from dlx.errors import DlxError
         from dlx.sweep import load_sweep, run_sweep, show_plan
 
+        if executor not in ("local", "ray"):
+            raise DlxError(f"--executor {executor!r}: choose local or ray")
+        ray_only = [o for o, given in (("--address", address is not None), ("--no-shared-fs", no_shared_fs),
+                                        ("--fetch-checkpoints", fetch_checkpoints)) if given]  # fmt: skip
+        if executor != "ray" and ray_only:
+            raise DlxError(f"{', '.join(ray_only)}: only with --executor ray")
+        if fetch_checkpoints and not no_shared_fs:
+            raise DlxError("--fetch-checkpoints: only with --no-shared-fs (on a shared file system they are there)")
+        ray = None
+        if executor == "ray":
+            from dlx.sweep.ray_executor import RayOptions, require_ray
+
+            require_ray()  # before anything is checked or built: a missing extra is one line
+            ray = RayOptions(address=address, shared_fs=not no_shared_fs, fetch_checkpoints=fetch_checkpoints,
+                             workers=workers)  # fmt: skip
         spec = load_sweep(sweep_file, set_ or [], runs_dir)
         if dry_run:
             show_plan(spec, workers)
             return
-        if not run_sweep(spec, workers=workers, retry_failed=retry_failed).ok:
+        if not run_sweep(spec, workers=workers, retry_failed=retry_failed, ray=ray).ok:
             raise typer.Exit(1)
 
     guarded(body)

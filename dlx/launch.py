@@ -66,12 +66,14 @@ def launch(
     checked: bool = False,
     threads: int | None = None,
     visible_devices: str | None = None,
+    claim: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg`` on ``processes`` processes of this machine; returns the run's summary.
 
     ``run``: an existing folder (a resume, or a sweep cell this process holds); otherwise a new one is created.
     ``checked``: ``check`` has passed already. ``threads`` (CPU threads per process) and ``visible_devices``
     (their CUDA_VISIBLE_DEVICES) override what the processes inherit: a sweep cell's share of the machine.
+    ``claim=False``: another process holds the run folder's lock for this run (a sweep driver).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -82,8 +84,9 @@ def launch(
     created = run is None
     if run is None:
         run = create_run(runs_dir if runs_dir is not None else cfg.output.runs_dir, cfg.name, run_id)
-    took = not run.held  # a sweep cell comes held by its worker, which releases it
-    run.acquire()
+    took = claim and not run.held  # a sweep cell comes held by its worker (or its driver), which releases it
+    if took:
+        run.acquire()
     spec = {"config": cfg.to_dict(), "source_file": cfg.source_file, "run": str(run.path), "resume": resume,
             "quiet": quiet, "argv": list(sys.argv), "parent": os.getpid()}  # fmt: skip
     config = LaunchConfig(

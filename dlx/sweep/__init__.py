@@ -19,6 +19,7 @@ The modules, each importing only the ones listed before it:
 - ``worker``: one worker process and the one cell it trains at a time (``run_cell``);
 - ``pool``: how many worker processes and where (``plan_workers``), one worker child, the GPU pool;
 - ``executors``: the face of an executor, and ``LocalPool`` (worker processes on this machine);
+- ``ray_executor``: ``RayExecutor``, cells as tasks on a Ray cluster (``--executor ray``, the ``ray`` extra);
 - ``state``: what the sweep process knows about each cell while it runs;
 - ``display``: the live table on a terminal, one line per finished cell elsewhere;
 - ``runner``: scheduling cells onto workers, the sweep.json index, ``run_sweep`` and ``show_plan``.

@@ -10,17 +10,20 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from dlx.console import wide_console
 from dlx.errors import DlxError
-from dlx.runs import Run, update_sweep_index
+from dlx.runs import Run, claim_cell, update_sweep_index
 from dlx.sweep.checks import RETRIED, check_existing, held_elsewhere, inspect_cells, read_summary
 from dlx.sweep.display import Display
 from dlx.sweep.executors import Executor, LocalPool
+
+if TYPE_CHECKING:
+    from dlx.sweep.ray_executor import RayOptions
 from dlx.sweep.pool import GpuPool, WorkerDied, gpus_needed, plan_workers
 from dlx.sweep.spec import Sweep, format_value
 from dlx.sweep.state import FINAL, CellState
@@ -62,30 +65,36 @@ class Scheduler:
             self._cond.notify_all()
 
 
-def record_worker_death(run_dir: Path, message: str) -> str | None:
+def record_worker_death(run_dir: Path, message: str, held: Run | None = None, status: str = "failed") -> str | None:
     """Mark a cell failed on disk when its worker died with it (SIGKILL, out of memory): the worker could not.
 
     Only a cell still ``running`` whose lock is free (the OS released the dead worker's) is touched,
     keeping every field of its summary: a final status the worker wrote before it died stays, and a
     cell another process holds now is that process's. Returns the cell's status on disk afterwards.
+    ``held``: this process holds the cell's lock (an executor that claims cells in the sweep process);
+    ``status``: what a cell left ``running`` becomes (``interrupted`` for a task cancelled by Ctrl-C).
     """
-    run = Run(run_dir)
+    run = held or Run(run_dir)
     if not run.path.is_dir():
         return None  # the worker died before it claimed the cell
-    if not run.try_acquire():
+    if held is None and not run.try_acquire():
         return read_summary(run.path).get("status")
     try:
         try:
             summary = run.read_summary()
         except DlxError:
             return None
+        if not summary and held is not None:  # it died before its first write; this process says it
+            summary = {"status": "running", "name": run.path.parent.name, "run_id": run.path.name,
+                       "run_dir": str(run.path)}  # fmt: skip
         if summary.get("status") != "running":
             return summary.get("status")
         ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        run.write_summary({**summary, "status": "failed", "message": message, "ended_at": ended_at})
-        return "failed"
+        run.write_summary({**summary, "status": status, "message": message, "ended_at": ended_at})
+        return status
     finally:
-        run.release()
+        if held is None:
+            run.release()
 
 
 class SweepRunner:
@@ -179,7 +188,7 @@ class SweepRunner:
     # --- worker slots
     def _slot(self, index: int) -> None:
         assert self.scheduler is not None
-        executor, gpus = self.executor, self.executor.gpus
+        executor = self.executor
         while (st := self.scheduler.next()) is not None:
             if st.state == "elsewhere" and held_elsewhere(st.cell.run_dir):
                 self.scheduler.later(st, BUSY_RETRY_S)  # still in training there: look again later
@@ -188,34 +197,52 @@ class SweepRunner:
                 executor.prepare(index)
             if self.scheduler.stopping:
                 break  # Ctrl-C while the worker was starting: the cell stays pending
-            need = gpus_needed(st.cell.config, gpus)
-            held = self.gpu_pool.take(need, gpus[index % len(gpus)]) if need else []
-            if held is None:
-                break  # Ctrl-C while waiting for GPUs: the cell stays pending
-            with self.lock:
-                st.state, st.started, st.worker = "running", time.monotonic(), index
-                self.busy[index] = True
-            task = {"cell": st.cell.name, "run_dir": str(st.cell.run_dir), "config": st.cell.config.to_dict(),
-                    "experiment_file": str(self.sweep.base), "retry_failed": self.retry_failed,
-                    "gpus": ",".join(held) if need > 1 else None}  # fmt: skip
-            try:
-                reply = executor.call(index, task)
-            except WorkerDied as e:
-                if self.scheduler.stopping:  # Ctrl-C: a cell left running on disk is resumed by the next run
-                    reply = {"outcome": "trained", "status": "interrupted", "message": str(e)}
-                else:  # killed (out of memory, ...) or crashed: record it on disk, as the worker could not
-                    on_disk = record_worker_death(st.cell.run_dir, str(e))
-                    status = on_disk if on_disk in FINAL else "failed"
-                    message = f"{e}; re-run the sweep to resume it" if status == "interrupted" else str(e)
-                    reply = {"outcome": "trained", "status": status, "message": message, "died": True}
-            finally:
-                self.gpu_pool.give_back(held)
-                with self.lock:
-                    self.busy[index] = False
-            self._finish(st, reply)
-            if reply.get("outcome") == "busy":
+            claim = claim_cell(st.cell.run_dir) if executor.claims else None
+            if executor.claims and claim is None:  # trained by another sweep process right now
+                self._finish(st, {"outcome": "busy", "status": None, "message": "held by another dlx process"})
                 self.scheduler.later(st, BUSY_RETRY_S)
+                continue
+            try:
+                self._train(index, st, claim)
+            finally:
+                if claim is not None:
+                    claim.release()
         executor.close(index)
+
+    def _train(self, index: int, st: CellState, claim: Run | None) -> None:
+        """Hand one cell to the executor's slot ``index`` and record what became of it."""
+        assert self.scheduler is not None
+        executor, gpus = self.executor, self.executor.gpus
+        need = gpus_needed(st.cell.config, gpus)
+        held = self.gpu_pool.take(need, gpus[index % len(gpus)]) if need else []
+        if held is None:
+            return  # Ctrl-C while waiting for GPUs: the cell stays pending
+        with self.lock:
+            st.state, st.started, st.worker = "running", time.monotonic(), index
+            self.busy[index] = True
+        task = {"cell": st.cell.name, "run_dir": str(st.cell.run_dir), "config": st.cell.config.to_dict(),
+                "experiment_file": str(self.sweep.base), "retry_failed": self.retry_failed,
+                "gpus": ",".join(held) if need > 1 else None}  # fmt: skip
+        try:
+            reply = executor.call(index, task)
+        except WorkerDied as e:
+            if self.scheduler.stopping:  # Ctrl-C: a cell left running on disk is resumed by the next run
+                if claim is not None:  # nobody else may write it: say so on disk now
+                    record_worker_death(st.cell.run_dir, f"{e}; re-run the sweep to resume it", claim,
+                                        status="interrupted")  # fmt: skip
+                reply = {"outcome": "trained", "status": "interrupted", "message": str(e)}
+            else:  # killed (out of memory, ...) or crashed: record it on disk, as the worker could not
+                on_disk = record_worker_death(st.cell.run_dir, str(e), claim)
+                status = on_disk if on_disk in FINAL else "failed"
+                message = f"{e}; re-run the sweep to resume it" if status == "interrupted" else str(e)
+                reply = {"outcome": "trained", "status": status, "message": message, "died": True}
+        finally:
+            self.gpu_pool.give_back(held)
+            with self.lock:
+                self.busy[index] = False
+        self._finish(st, reply)
+        if reply.get("outcome") == "busy":
+            self.scheduler.later(st, BUSY_RETRY_S)
 
     def stop_workers(self) -> None:
         self.executor.close(timeout=10)
@@ -278,16 +305,27 @@ class SweepResult:
 
 
 def run_sweep(
-    sweep: Sweep, *, workers: int | None = None, retry_failed: bool = False, console: Console | None = None
+    sweep: Sweep,
+    *,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    console: Console | None = None,
+    ray: RayOptions | None = None,
 ) -> SweepResult:
-    """Check every cell, then train the ones not done yet in worker processes; resumable and idempotent."""
+    """Check every cell, then train the ones not done yet in worker processes (or as Ray tasks, ``ray``);
+    resumable and idempotent."""
     console = console or wide_console()
     check_existing(sweep)
-    executor = LocalPool(plan_workers(sweep, workers), sweep.folder / ".logs")
-    runner = SweepRunner(sweep, executor, retry_failed=retry_failed, console=console)
     todo = any(read_summary(c.run_dir).get("status") != "completed" for c in sweep.cells)
     if todo:  # nothing to train: no model checks (the index takes its figures from the summaries)
         inspect_cells(sweep)  # before anything is written: a bad cell leaves no trace
+    if ray is not None and todo:  # nothing to train: no cluster to start or join
+        from dlx.sweep.ray_executor import RayExecutor
+
+        executor: Executor = RayExecutor(sweep, ray)
+    else:
+        executor = LocalPool(plan_workers(sweep, workers), sweep.folder / ".logs")
+    runner = SweepRunner(sweep, executor, retry_failed=retry_failed, console=console)
     runner.write_index()
     states = runner.run()
     # The closing line tells what sweep.json (the state on disk) says, which is what a re-run goes by.

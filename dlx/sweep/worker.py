@@ -41,6 +41,12 @@ def _fail_before_fit(run: Run, cfg: ExperimentConfig, previous: dict[str, Any], 
     return summary
 
 
+def _claimed(run_dir: str | Path) -> Run:
+    """The cell folder the sweep process holds for this task: used without taking its lock."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return Run(run_dir)
+
+
 def move_aside(run: Run) -> Path:
     """Rename a broken cell's folder to ``<cell>.broken-<time>`` (kept, never deleted) and release it."""
     aside = run.path.with_name(f"{run.path.name}.broken-{new_run_id()}")
@@ -63,14 +69,16 @@ def run_cell(
     retry_failed: bool = False,
     experiment_file: str | None = None,
     gpus: str | None = None,
+    claimed: bool = False,
 ) -> dict[str, Any]:
     """Claim one cell and do what its state asks; returns ``{"outcome", "status", "message", ...}``.
 
     outcome: ``busy`` (another process holds it), ``skipped`` (completed, or failed without
     retry_failed), ``trained``, ``resumed``. KeyboardInterrupt propagates after the run is marked
-    interrupted (fit does that), so the worker can report and stop.
+    interrupted (fit does that), so the worker can report and stop. ``claimed``: the sweep process holds
+    the cell's lock for this task (an executor on other machines, dlx.sweep.ray_executor).
     """
-    run = claim_cell(run_dir)
+    run = _claimed(run_dir) if claimed else claim_cell(run_dir)
     if run is None:
         return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
     try:
@@ -82,7 +90,7 @@ def run_cell(
             return {"outcome": "skipped", "status": status, "message": previous.get("message", "")}
         if status == "broken":  # --retry-failed: keep the old folder beside the cell, train a fresh one
             move_aside(run)
-            fresh = claim_cell(run_dir)
+            fresh = _claimed(run_dir) if claimed else claim_cell(run_dir)
             if fresh is None:
                 return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
             run, previous, status = fresh, {}, None
@@ -115,7 +123,7 @@ def run_cell(
 
                 threads = max(1, torch.get_num_threads() // processes)
                 summary = launch(cfg, processes, run=run, resume=resume, quiet=True, checked=True, threads=threads,
-                                 visible_devices=gpus)  # fmt: skip
+                                 visible_devices=gpus, claim=not claimed)  # fmt: skip
         except KeyboardInterrupt:
             raise
         except Exception as e:  # fit has marked the run failed or diverged; the sweep goes on
