@@ -179,7 +179,7 @@ def sweep(
                              workers=workers)  # fmt: skip
         spec = load_sweep(sweep_file, set_ or [], runs_dir)
         if dry_run:
-            show_plan(spec, workers)
+            show_plan(spec, workers, ray=ray)
             return
         if not run_sweep(spec, workers=workers, retry_failed=retry_failed, ray=ray).ok:
             raise typer.Exit(1)

@@ -340,7 +340,9 @@ def run_sweep(
     return SweepResult(states, sweep.folder / "sweep.json", runner.interrupted)
 
 
-def show_plan(sweep: Sweep, workers: int | None = None, console: Console | None = None) -> None:
+def show_plan(
+    sweep: Sweep, workers: int | None = None, console: Console | None = None, ray: RayOptions | None = None
+) -> None:
     """--dry-run: every cell with its settings, parameters, FLOPs and current state; nothing is written."""
     console = console or wide_console()
     inspect_cells(sweep)
@@ -354,7 +356,11 @@ def show_plan(sweep: Sweep, workers: int | None = None, console: Console | None 
         flops = f"{cell.flops_per_image / 1e6:,.2f}" if cell.flops_per_image is not None else "-"
         table.add_row(cell.name, settings, f"{cell.parameters:,}", flops, state)
     console.print(table)
-    plan = plan_workers(sweep, workers)
     epochs = sum(c.config.train.epochs for c in sweep.cells)
-    console.print(f"base {sweep.base}; {epochs} epochs in all; {plan.describe(sweep)}", markup=False,
-                  highlight=False)  # fmt: skip
+    if ray is not None:  # described, not started: a dry run starts nothing
+        where = f"the cluster at {ray.address}" if ray.address else "a Ray instance on this machine"
+        files = "shared file system" if ray.shared_fs else "no shared file system: files travel"
+        how = f"Ray tasks on {where} ({files})"
+    else:
+        how = plan_workers(sweep, workers).describe(sweep)
+    console.print(f"base {sweep.base}; {epochs} epochs in all; {how}", markup=False, highlight=False)
