@@ -234,6 +234,43 @@ def compare(
     guarded(body)
 
 
+@app.command(name="eval")
+def eval_(
+    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
+    split: Annotated[str, typer.Option(help="test or val")] = "test",
+    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: the run's)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="change a key of the run's config, e.g. data.eval_batch_size=500")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="where eval.json and pictures go (default <run>/eval/...)")
+    ] = None,
+) -> None:
+    """Measure a finished run's weights again: loss, top-1/top-5, per-class precision/recall, confusions."""
+
+    def body() -> None:
+        from dlx.assess import evaluate_run
+        from dlx.progress import pct
+
+        r = evaluate_run(target, split=split, checkpoint=checkpoint, precision=precision, overrides=set_ or [],
+                         output=output)  # fmt: skip
+        console = _console()
+        console.print(f"{r['run']} ({Path(r['checkpoint']).name}, {r['precision']}) on {r['split']}: "
+                      f"{r['images']:,} images", markup=False, highlight=False)  # fmt: skip
+        console.print(f"loss {r['loss']:.4f}  top-1 {pct(r['acc'])} ({r['correct']:,} right)  top-5 {pct(r['top5_acc'])}",
+                      markup=False, highlight=False)  # fmt: skip
+        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1]["recall"] if kv[1]["recall"] is not None else 1)
+        console.print("lowest recall: " + ", ".join(f"{name} {pct(v['recall'])}" for name, v in worst[:3]),
+                      markup=False, highlight=False)  # fmt: skip
+        if r["most_confused"]:
+            console.print("most confused: " + ", ".join(f"{c['true']}->{c['predicted']} x{c['count']}"
+                                                        for c in r["most_confused"]), markup=False, highlight=False)  # fmt: skip
+        _err(f"wrote {r['folder']}")
+
+    guarded(body)
+
+
 def _console() -> Any:
     from dlx.console import wide_console
 

@@ -167,7 +167,8 @@ class _worker_environment:
 def _describe(failure: Any) -> str:
     """One line for a failed process: its error, or how it died."""
     if failure.signal_name() not in ("", "N/A", None) and failure.exitcode < 0:
-        return f"was killed by {failure.signal_name()}"
+        hint = " (e.g. out of memory)" if failure.signal_name() == "SIGKILL" else ""  # the OOM killer's signal
+        return f"was killed by {failure.signal_name()}{hint}"
     message = failure.message
     if isinstance(message, dict):
         message = message.get("message", "")

@@ -1,0 +1,146 @@
+"""After training: ``dlx eval`` measures a finished run's weights again, on any split, at any precision.
+
+The model is rebuilt from the run's resolved config.yaml (the same builder as training), its checkpoint
+(best.pt, or last.pt) is loaded with ``weights_only=True``, and the split is evaluated with the run's own
+preprocessing and batches: on the test split with the run's precision this reproduces the recorded test
+accuracy exactly. Everything measured lands in ``<run>/eval/<split>-<checkpoint>-<precision>/``: eval.json, a
+gallery of misclassified images and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dlx.errors import DlxError
+from dlx.runs import Run, write_json_atomic
+
+SPLITS = ("test", "val")
+CHECKPOINTS = ("best", "last")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class Trained:
+    """A finished run's folder and the checkpoint chosen from it."""
+
+    run: Run
+    checkpoint: Path
+
+
+def find_trained(target: str | Path, checkpoint: str = "best") -> Trained:
+    """A run folder (its best.pt or last.pt) or a checkpoint file inside one; one-line errors otherwise."""
+    if checkpoint not in CHECKPOINTS:
+        raise DlxError(f"--checkpoint {checkpoint!r}: choose best or last")
+    path = Path(target)
+    if path.is_file() and path.suffix == ".pt":
+        run_dir = path.parent.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise DlxError(f"{path}: not inside a run folder (no {run_dir / 'config.yaml'})")
+        return Trained(Run(run_dir), path)
+    if not (path / "config.yaml").is_file():
+        raise DlxError(f"{path}: not a run folder (no config.yaml) nor a checkpoint file")
+    run = Run(path)
+    chosen = run.best_checkpoint if checkpoint == "best" else run.last_checkpoint
+    if checkpoint == "best" and not chosen.is_file() and run.last_checkpoint.is_file():
+        chosen = run.last_checkpoint  # a run without validation has no best.pt: its last weights were tested
+    if not chosen.is_file():
+        raise DlxError(f"{path}: no checkpoints/{chosen.name}; the run never finished an epoch")
+    return Trained(run, chosen)
+
+
+def evaluate_run(
+    target: str | Path,
+    *,
+    split: str = "test",
+    checkpoint: str = "best",
+    precision: str | None = None,
+    overrides: list[str] | None = None,
+    output: Path | None = None,
+    pictures: bool = True,
+) -> dict[str, Any]:
+    """Measure a trained run's weights on a split; returns (and writes) eval.json's content."""
+    from dlx.build import AMP_DTYPES, make_batches, prepare
+    from dlx.checkpoint import load_checkpoint, state_dict_mismatches
+    from dlx.config import apply_overrides, config_from_dict, load_run_config
+
+    if split not in SPLITS:
+        raise DlxError(f"--split {split!r}: choose test or val")
+    if precision is not None and precision not in PRECISIONS:
+        raise DlxError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
+    trained = find_trained(target, checkpoint)
+    cfg = load_run_config(trained.run.config_path)
+    changes = list(overrides or [])
+    if precision is not None:
+        changes.append(f"train.precision={precision}")
+    if changes:
+        cfg = config_from_dict(apply_overrides(cfg.to_dict(), changes), str(trained.run.config_path))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
+    setup = prepare(cfg, download=False)
+    weights = load_checkpoint(trained.checkpoint, map_location=setup.device)
+    state = weights.get("model")
+    if not isinstance(state, dict):
+        raise DlxError(f"{trained.checkpoint}: holds no model weights")
+    problems = state_dict_mismatches(setup.model.state_dict(), state)
+    if problems:
+        raise DlxError(f"{trained.checkpoint} does not fit the run's model: {problems}")
+    setup.model.load_state_dict(state)
+    data = setup.val if split == "val" else setup.test
+    if data is None:
+        raise DlxError(f"--split val: {trained.run.path} has no validation split (data.val_size: 0)")
+    batches = make_batches(setup, data)
+    logits = predict_logits(setup.model, batches, AMP_DTYPES[cfg.train.precision], setup.device)
+    labels = data.labels.cpu()
+    result = measures(logits, labels, setup.data.classes)
+    name = f"{split}-{trained.checkpoint.stem}-{cfg.train.precision}"
+    folder = output or trained.run.path / "eval" / name
+    result.update(run=str(trained.run.path), checkpoint=str(trained.checkpoint), split=split,
+                  precision=cfg.train.precision, images=int(labels.shape[0]), folder=str(folder))  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "eval.json", result)
+    if pictures:
+        from dlx import report
+
+        preds = logits.argmax(1)
+        report.save_misclassified(data.images.cpu(), labels, preds, setup.data.classes, folder / "misclassified.png",
+                                  cfg.output.gallery_size)  # fmt: skip
+        report.save_confusion(labels, preds, setup.data.classes, folder / "confusion.png")
+    return result
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, batches: Any, amp: torch.dtype | None, device: torch.device) -> torch.Tensor:
+    """Every image's logits (float32, on the CPU), in the split's order, in eval mode."""
+    model.eval()
+    out = []
+    for x, _ in batches:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def measures(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], pairs: int = 5) -> dict[str, Any]:
+    """Loss, top-1/top-5 accuracy, per-class precision and recall, the most confused (true, predicted) pairs."""
+    n, k = logits.shape
+    loss = F.cross_entropy(logits, labels, reduction="sum").item() / n
+    preds = logits.argmax(1)
+    top5 = logits.topk(min(5, k), dim=1).indices.eq(labels[:, None]).any(1).float().mean().item()
+    cm = torch.zeros(k, k, dtype=torch.long)
+    cm.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes[:k]):
+        said, truly = int(cm[:, i].sum()), int(cm[i].sum())
+        per_class[name] = {"precision": cm[i, i].item() / said if said else None,
+                           "recall": cm[i, i].item() / truly if truly else None, "images": truly}  # fmt: skip
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    top = torch.topk(off.flatten(), min(pairs, off.numel())).indices.tolist()
+    confused = [{"true": classes[i // k], "predicted": classes[i % k], "count": int(off.flatten()[i])}
+                for i in top if off.flatten()[i] > 0]  # fmt: skip
+    correct = int((preds == labels).sum())
+    return {"loss": loss, "acc": correct / n, "top5_acc": top5, "correct": correct, "per_class": per_class,
+            "most_confused": confused}  # fmt: skip

@@ -1,0 +1,67 @@
+"""dlx eval: a finished run measured again reproduces its recorded figures, on any split and checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlx.assess import evaluate_run
+from dlx.cli import app
+from dlx.config import config_from_dict
+from dlx.errors import DlxError
+from dlx.session import start_run
+from tests.conftest import tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    runs = tmp_path_factory.mktemp("assess") / "runs"
+    cfg = tiny(runs, model={"name": "mlp"}, optimizer={"name": "sgd", "lr": 0.1},
+               data={"dataset": "mnist", "val_size": 300, "train_size": 1500, "test_size": 700, "batch_size": 50,
+                     "eval_batch_size": 128}, **{"train.epochs": 2})  # fmt: skip
+    return start_run(config_from_dict(cfg), quiet=True)
+
+
+def test_eval_reproduces_the_recorded_test_and_validation_figures(trained: dict) -> None:
+    run = Path(trained["run_dir"])
+    test = evaluate_run(run)
+    assert test["acc"] == trained["test_acc"] and test["images"] == 700
+    assert test["loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
+    assert test["acc"] <= test["top5_acc"] <= 1.0
+    folder = run / "eval" / "test-best-fp32"
+    assert json.loads((folder / "eval.json").read_text())["acc"] == trained["test_acc"]
+    assert (folder / "misclassified.png").is_file() and (folder / "confusion.png").is_file()
+    per_class = test["per_class"]
+    assert sum(v["images"] for v in per_class.values()) == 700
+    assert all(c["true"] != c["predicted"] for c in test["most_confused"])
+
+    val = evaluate_run(run, split="val", pictures=False)
+    assert val["acc"] == trained["best_val_acc"] and val["images"] == 300
+    last = evaluate_run(run / "checkpoints" / "last.pt", pictures=False)  # a checkpoint file works too
+    assert last["checkpoint"].endswith("last.pt")
+
+
+@pytest.mark.skipif(not __import__("dlx.devices").devices.native_cpu_bf16(), reason="this CPU has no native bf16")
+def test_eval_in_bf16_measures_the_same_weights_in_16_bits(trained: dict) -> None:
+    r = evaluate_run(trained["run_dir"], precision="bf16", pictures=False)
+    assert r["precision"] == "bf16" and r["folder"].endswith("test-best-bf16")
+    assert abs(r["acc"] - trained["test_acc"]) <= 0.02
+
+
+def test_eval_says_what_is_wrong_in_one_line(trained: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path}: not a run folder (no config.yaml) nor a checkpoint file"
+    result = runner.invoke(app, ["eval", trained["run_dir"], "--split", "train"])
+    assert result.output.strip() == "error: --split 'train': choose test or val"
+    with pytest.raises(DlxError, match="--checkpoint 'first': choose best or last"):
+        evaluate_run(trained["run_dir"], checkpoint="first")
+    result = runner.invoke(app, ["eval", trained["run_dir"]])
+    assert result.exit_code == 0, result.output
+    assert f"top-1 {100 * trained['test_acc']:.2f}%" in result.output
