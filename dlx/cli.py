@@ -271,6 +271,25 @@ def eval_(
     guarded(body)
 
 
+@app.command()
+def export(
+    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
+    format_: Annotated[str, typer.Option("--format", help="torchscript, onnx or safetensors")] = "torchscript",
+    output: Annotated[Path | None, typer.Option(help="the model file (default <run>/export/model.<ext>)")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
+) -> None:
+    """Write a run's model as a file to ship, reload it and compare its logits with the run's model."""
+
+    def body() -> None:
+        from dlx.export import export_run
+
+        r = export_run(target, fmt=format_, output=output, checkpoint=checkpoint)
+        _err(f"wrote {r['path']} ({r['bytes']:,} bytes, {r['format']}) and {r['path']}.json; reloaded: max |logit "
+             f"difference| {r['max_abs_logit_diff']:.2g} over {r['checked_images']} test images")  # fmt: skip
+
+    guarded(body)
+
+
 def _console() -> Any:
     from dlx.console import wide_console
 
