@@ -290,6 +290,39 @@ def export(
     guarded(body)
 
 
+@app.command(name="predict")
+def predict_(
+    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
+    images: Annotated[list[Path], typer.Argument(help="image files or folders of them")],
+    top: Annotated[int, typer.Option(help="classes shown per image")] = 3,
+    format_: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
+) -> None:
+    """Classify image files with a trained run (its preprocessing): top classes and probabilities."""
+
+    def body() -> None:
+        from rich.table import Table
+
+        from dlx.errors import DlxError
+        from dlx.predict import predict, render
+
+        if format_ not in ("table", "csv", "json"):
+            raise DlxError(f"--format {format_!r}: choose table, csv or json")
+        results = predict(target, list(images), top=top, checkpoint=checkpoint)
+        if format_ != "table":
+            sys.stdout.write(render(results, format_))
+            return
+        table = Table(title=f"{len(results)} image(s), {target}")
+        table.add_column("file")
+        for rank in range(len(results[0]["top"])):
+            table.add_column(f"#{rank + 1}")
+        for r in results:
+            table.add_row(r["file"], *(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+        _console().print(table)
+
+    guarded(body)
+
+
 def _console() -> Any:
     from dlx.console import wide_console
 
