@@ -156,6 +156,15 @@ def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size:
     return batches_for(setup.config, setup.data, split, train=train, batch_size=batch_size, world=setup.world)
 
 
+def normalization(cfg: ExperimentConfig, data: ImageData) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The mean and std the images are standardized with: data.mean/std if given, else the dataset's own."""
+    if not cfg.data.normalize:
+        return None, None
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        return tuple(cfg.data.mean), tuple(cfg.data.std)
+    return data.mean, data.std
+
+
 def batches_for(
     cfg: ExperimentConfig,
     data: ImageData,
@@ -165,7 +174,7 @@ def batches_for(
     batch_size: int | None = None,
     world: World = SINGLE,
 ) -> Batches:
-    mean, std = (data.mean, data.std) if cfg.data.normalize else (None, None)
+    mean, std = normalization(cfg, data)
     size = batch_size or (cfg.data.batch_size if train else cfg.data.eval_batch_size)
     augment = None
     if train:
@@ -195,6 +204,9 @@ def check_training(
     def problem(key: str, detail: str) -> ConfigError:
         return ConfigError([f"{label}: {key}: {detail}"])
 
+    if cfg.data.mean is not None and len(cfg.data.mean) != data.in_channels:
+        raise problem("data.mean", f"got {len(cfg.data.mean)} value(s); {data.name} images have {data.in_channels} "
+                                   f"channel(s): one mean and one std per channel")  # fmt: skip
     if cfg.augment.crop_padding > data.image_size:
         raise problem("augment.crop_padding", f"got {cfg.augment.crop_padding}; at most the image size "
                                               f"({data.image_size} pixels for {data.name})")  # fmt: skip

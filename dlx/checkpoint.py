@@ -104,12 +104,14 @@ class Checkpointer:
         scaler: Any,
         config: dict[str, Any],
         *,
+        classes: list[str] | None = None,
         world: World = SINGLE,
         steps_per_epoch: int | None = None,
         lr_factor: float = 1.0,
     ):
         self.run, self.model, self.optimizer, self.schedule, self.scaler = run, model, optimizer, schedule, scaler
         self.config = config
+        self.classes = list(classes) if classes is not None else None  # names in output order, saved with weights
         self.world, self.steps_per_epoch, self.lr_factor = world, steps_per_epoch, lr_factor
         self.epoch = 0  # the epochs last.pt holds: what a resume would start from
         self.previous_world_size: int | None = None  # the processes that wrote last.pt, when a resume has others
@@ -124,6 +126,7 @@ class Checkpointer:
                 "rng": rng_state(),
                 "state": state,
                 "config": self.config,
+                "classes": self.classes,
                 "world_size": self.world.size,
                 "steps_per_epoch": self.steps_per_epoch,
                 "lr_factor": self.lr_factor,
@@ -133,9 +136,8 @@ class Checkpointer:
 
     def save_best(self, epoch: int, row: dict[str, Any]) -> None:
         if self.world.main:
-            save_checkpoint(
-                self.run.best_checkpoint, {"model": self.model.state_dict(), "epoch": epoch, "metrics": row}
-            )
+            best = {"model": self.model.state_dict(), "epoch": epoch, "metrics": row, "classes": self.classes}
+            save_checkpoint(self.run.best_checkpoint, best)
         self.world.barrier()
 
     def restore(self, map_location: str | torch.device) -> dict[str, Any]:

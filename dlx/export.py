@@ -27,7 +27,7 @@ def export_run(
 ) -> dict[str, Any]:
     """Export a run's model; returns what was written and how well the reloaded file agrees."""
     from dlx.assess import find_trained
-    from dlx.build import make_batches, prepare
+    from dlx.build import make_batches, normalization, prepare
     from dlx.checkpoint import load_checkpoint
     from dlx.config import load_run_config
 
@@ -51,6 +51,7 @@ def export_run(
         raise DlxError(f"{path}: the reloaded {fmt} model differs from the run's by up to {diff:.3g} in its logits "
                        f"(allowed {TOLERANCE:g}); not exported")  # fmt: skip
     data = setup.data
+    mean, std = normalization(cfg, data)
     info = {
         "format": fmt,
         "file": path.name,
@@ -58,7 +59,7 @@ def export_run(
         "checkpoint": str(trained.checkpoint),
         "model": cfg.model.name,
         "input": [data.in_channels, data.image_size, data.image_size],
-        "normalize": {"mean": list(data.mean), "std": list(data.std)} if cfg.data.normalize else None,
+        "normalize": {"mean": list(mean), "std": list(std)} if mean is not None and std is not None else None,
         "classes": list(data.classes),
         "max_abs_logit_diff": diff,
         "checked_images": int(x.shape[0]),

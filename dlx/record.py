@@ -41,6 +41,7 @@ class RunRecorder:
             "model": {"name": cfg.model.name, "width": cfg.model.width, "depth": cfg.model.depth},
             "dataset": cfg.data.dataset,
             "num_classes": setup.data.num_classes,
+            "classes": list(setup.data.classes),  # names in output order: eval, predict and pictures use them
             "seed": cfg.seed,
             "parameters": setup.parameters,
             "flops_per_image": setup.flops_per_image,

@@ -70,7 +70,8 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     cfg, world = setup.config, setup.world
     loop = build_training(setup)
     checkpoints = Checkpointer(run, setup.model, loop.optimizer, loop.schedule, loop.scaler, cfg.to_dict(),
-                               world=world, steps_per_epoch=loop.steps_per_epoch, lr_factor=loop.lr_factor)  # fmt: skip
+                               classes=setup.data.classes, world=world, steps_per_epoch=loop.steps_per_epoch,
+                               lr_factor=loop.lr_factor)  # fmt: skip
     state = State(**checkpoints.restore(setup.device)) if resume else State()
     recorder = RunRecorder(run, setup, resume=resume)
     reporter = Reporter(quiet=quiet, silent=not world.main)  # one process prints: rank 0

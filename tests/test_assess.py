@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dlx.assess import evaluate_run
@@ -65,3 +66,42 @@ def test_eval_says_what_is_wrong_in_one_line(trained: dict, tmp_path: Path) -> N
     result = runner.invoke(app, ["eval", trained["run_dir"]])
     assert result.exit_code == 0, result.output
     assert f"top-1 {100 * trained['test_acc']:.2f}%" in result.output
+
+
+def test_class_names_travel_with_the_run(trained: dict) -> None:
+    from dlx.checkpoint import load_checkpoint
+
+    names = [str(i) for i in range(10)]
+    assert trained["classes"] == names
+    run = Path(trained["run_dir"])
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["classes"] == names
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["classes"] == names
+
+
+def test_explicit_mean_and_std_normalize_the_images(runs_dir: Path) -> None:
+    from dlx.build import make_batches, prepare
+    from dlx.errors import ConfigError
+
+    setup = prepare(config_from_dict(tiny(runs_dir, data={"dataset": "mnist", "train_size": 100, "val_size": 50,
+                                                           "test_size": 50, "mean": [0.5], "std": [0.25]})))  # fmt: skip
+    x, _ = next(iter(make_batches(setup, setup.test)))
+    expected = (setup.test.images[: x.shape[0]].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(x, expected, atol=1e-6)
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(tiny(runs_dir, data={"dataset": "mnist", "mean": [0.5]}))
+    assert "mean and std: give both or neither" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        prepare(config_from_dict(tiny(runs_dir, data={"dataset": "mnist", "train_size": 100, "val_size": 50,
+                                                      "mean": [0.5, 0.5, 0.5], "std": [1, 1, 1]})))  # fmt: skip
+    assert e.value.problems == ["tiny: data.mean: got 3 value(s); mnist images have 1 channel(s): one mean and one "
+                                "std per channel"]  # fmt: skip
+
+
+def test_a_config_written_before_a_key_existed_still_equals_itself(runs_dir: Path) -> None:
+    from dlx.config import config_differences
+
+    now = config_from_dict(tiny(runs_dir)).to_dict()
+    earlier = {**now, "train": {k: v for k, v in now["train"].items() if k not in ("devices", "grad_accum")}}
+    earlier["data"] = {k: v for k, v in now["data"].items() if k not in ("mean", "std")}
+    assert config_differences(earlier, now) == []
+    assert config_differences({**earlier, "seed": 5}, now) == ["seed: 5 -> 0"]

@@ -11,6 +11,7 @@ few lines of YAML), each refused with one line before anything walks the data.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from pathlib import Path
@@ -315,7 +316,13 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ("output",)) -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs (sections in ``skip`` left out)."""
+    """``key: old -> new`` for every dotted key whose value differs (sections in ``skip`` left out).
+
+    ``old`` is read with today's schema first when it can be: a key added to dlx since it was written takes its
+    default there, so a run or sweep made by an earlier dlx still compares equal to itself.
+    """
+    with contextlib.suppress(ConfigError):  # not valid today: compared as written
+        old = validate(copy.deepcopy(old), "<stored config>").to_dict()
     a = {k: v for k, v in flatten(old).items() if k.split(".")[0] not in skip}
     b = {k: v for k, v in flatten(new).items() if k.split(".")[0] not in skip}
     return [

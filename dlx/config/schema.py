@@ -59,6 +59,23 @@ class DataConfig(Section):
     batch_size: int = Field(100, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     normalize: bool = Field(True, description="standardize with the dataset's mean/std; false: scale to [0, 1]")
+    mean: list[float] | None = Field(None, description="per-channel mean of [0, 1] pixels; null: the dataset's own")
+    std: list[float] | None = Field(None, description="per-channel std of [0, 1] pixels; null: the dataset's own")
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(s > 0 for s in v):
+            raise ValueError(f"got {v}; every std must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _mean_std_together(self) -> DataConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std: give both or neither")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}: one per channel each")
+        return self
 
     @field_validator("dataset")
     @classmethod
