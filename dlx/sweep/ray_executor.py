@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,8 @@ class RayExecutor:
         try:
             result = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
+            if files is None:
+                self.await_saved(folder, ref)
             raise WorkerDied("Ray task cancelled") from None
         except ray.exceptions.RayError as e:  # the worker process or its node died, or the task could not run
             raise WorkerDied(f"Ray task failed: {type(e).__name__}: {first_line(e)}") from None
@@ -166,6 +169,21 @@ class RayExecutor:
         if files is not None:
             self.store(folder, result.get("files") or {})
         return result["reply"]
+
+    def await_saved(self, folder: Path, ref: Any, limit: float = 30.0) -> None:
+        """A cancelled task saves its cell as interrupted as it ends: wait until the cell's summary no longer says
+        ``running`` (so no later write of the task's can undo the driver's), or end the task's process."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                status = Run(folder).read_summary().get("status")
+            except DlxError:
+                status = None
+            if status != "running":
+                return
+            time.sleep(0.2)
+        self.ray.cancel(ref, force=True)  # it did not end: its process is killed; the driver marks the cell
+        self.ray.wait([ref], timeout=10)
 
     def store(self, folder: Path, files: dict[str, bytes]) -> None:
         """Write a task's returned run files into the cell folder; its summary names the folder it is in."""
