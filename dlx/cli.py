@@ -301,24 +301,16 @@ def predict_(
     """Classify image files with a trained run (its preprocessing): top classes and probabilities."""
 
     def body() -> None:
-        from rich.table import Table
-
         from dlx.errors import DlxError
-        from dlx.predict import predict, render
+        from dlx.predict import predict, print_table, render
 
         if format_ not in ("table", "csv", "json"):
             raise DlxError(f"--format {format_!r}: choose table, csv or json")
         results = predict(target, list(images), top=top, checkpoint=checkpoint)
-        if format_ != "table":
+        if format_ == "table":
+            print_table(results, f"{len(results)} image(s), {target}", _console())
+        else:
             sys.stdout.write(render(results, format_))
-            return
-        table = Table(title=f"{len(results)} image(s), {target}")
-        table.add_column("file")
-        for rank in range(len(results[0]["top"])):
-            table.add_column(f"#{rank + 1}")
-        for r in results:
-            table.add_row(r["file"], *(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
-        _console().print(table)
 
     guarded(body)
 

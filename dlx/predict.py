@@ -102,3 +102,16 @@ def render(results: list[dict[str, Any]], fmt: str) -> str:
         for rank, t in enumerate(r["top"], 1):
             writer.writerow([r["file"], rank, t["class"], f"{t['probability']:.6f}"])
     return out.getvalue()
+
+
+def print_table(results: list[dict[str, Any]], title: str, console: Any) -> None:
+    """One row per image: its top classes with probabilities."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("file")
+    for rank in range(len(results[0]["top"])):
+        table.add_column(f"#{rank + 1}")
+    for r in results:
+        table.add_row(r["file"], *(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+    console.print(table)
