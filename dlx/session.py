@@ -74,7 +74,7 @@ def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | No
     cfg = load_run_config(run.config_path)
     world = from_environment()
     if world is not None and world.distributed:
-        check_launcher(cfg, world, devices)
+        check_launcher(cfg, world, devices if devices is not None else 1)  # the run's own devices bind nothing here
         if run.last_checkpoint.exists():  # every rank reads the run folder to resume (a shared file system)
             try:
                 check_unchanged(run, cfg)
