@@ -1,70 +1,18 @@
 """The ``dlx`` command line: a thin Typer app. Heavy imports (torch) happen inside commands,
-so ``dlx --help`` is instant."""
+so ``dlx --help`` is instant. The app and its shared helpers are in ``dlx.cli_app``; the commands for after
+training in ``dlx.cli_after``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    name="dlx",
-    help="Run and compare deep-learning image-classification experiments described in YAML.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from dlx.cli_app import _console, _err, app, guarded
 
-
-@app.callback()
-def _root() -> None:
-    """Run and compare deep-learning image-classification experiments described in YAML."""
-
-
-def _err(text: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
-
-
-def _rank() -> str | None:
-    """This process's rank when a launcher (torchrun, dlx --devices) started it, else None."""
-    import os
-
-    return os.environ.get("RANK") if "WORLD_SIZE" in os.environ else None
-
-
-def guarded(fn: Callable[[], Any], *, say_interrupt: bool = True) -> Any:
-    """Run a command body: user errors print one clear message and exit with their code, no traceback.
-
-    Among several processes rank 0 says what every rank hit alike (the config, a shared decision); another
-    rank's own error is said with its rank. ``say_interrupt=False``: a launcher says "interrupted" itself.
-    """
-    from dlx.errors import ConfigError, DlxError, SharedError, one_line
-
-    rank = _rank()
-    quiet = rank not in (None, "0")
-    prefix = f"rank {rank}: " if quiet else ""
-    try:
-        return fn()
-    except ConfigError as e:
-        if not quiet:
-            _err("\n".join(f"error: {one_line(line)}" for line in e.problems))
-        raise typer.Exit(e.exit_code) from None
-    except DlxError as e:
-        if not (quiet and isinstance(e, SharedError)):
-            _err(f"error: {prefix}{one_line(str(e))}")
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt as e:
-        from dlx.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated
-
-        terminated = isinstance(e, Terminated)
-        if not quiet and say_interrupt:
-            _err("terminated" if terminated else "interrupted")
-        raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_SIGINT) from None
+__all__ = ["app", "guarded", "main"]
 
 
 @app.command()
@@ -234,93 +182,6 @@ def compare(
     guarded(body)
 
 
-@app.command(name="eval")
-def eval_(
-    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
-    split: Annotated[str, typer.Option(help="test or val")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: the run's)")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="change a key of the run's config, e.g. data.eval_batch_size=500")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option(help="where eval.json and pictures go (default <run>/eval/...)")
-    ] = None,
-) -> None:
-    """Measure a finished run's weights again: loss, top-1/top-5, per-class precision/recall, confusions."""
-
-    def body() -> None:
-        from dlx.assess import evaluate_run
-        from dlx.progress import pct
-
-        r = evaluate_run(target, split=split, checkpoint=checkpoint, precision=precision, overrides=set_ or [],
-                         output=output)  # fmt: skip
-        console = _console()
-        console.print(f"{r['run']} ({Path(r['checkpoint']).name}, {r['precision']}) on {r['split']}: "
-                      f"{r['images']:,} images", markup=False, highlight=False)  # fmt: skip
-        console.print(f"loss {r['loss']:.4f}  top-1 {pct(r['acc'])} ({r['correct']:,} right)  top-5 {pct(r['top5_acc'])}",
-                      markup=False, highlight=False)  # fmt: skip
-        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1]["recall"] if kv[1]["recall"] is not None else 1)
-        console.print("lowest recall: " + ", ".join(f"{name} {pct(v['recall'])}" for name, v in worst[:3]),
-                      markup=False, highlight=False)  # fmt: skip
-        if r["most_confused"]:
-            console.print("most confused: " + ", ".join(f"{c['true']}->{c['predicted']} x{c['count']}"
-                                                        for c in r["most_confused"]), markup=False, highlight=False)  # fmt: skip
-        _err(f"wrote {r['folder']}")
-
-    guarded(body)
-
-
-@app.command()
-def export(
-    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
-    format_: Annotated[str, typer.Option("--format", help="torchscript, onnx or safetensors")] = "torchscript",
-    output: Annotated[Path | None, typer.Option(help="the model file (default <run>/export/model.<ext>)")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
-) -> None:
-    """Write a run's model as a file to ship, reload it and compare its logits with the run's model."""
-
-    def body() -> None:
-        from dlx.export import export_run
-
-        r = export_run(target, fmt=format_, output=output, checkpoint=checkpoint)
-        _err(f"wrote {r['path']} ({r['bytes']:,} bytes, {r['format']}) and {r['path']}.json; reloaded: max |logit "
-             f"difference| {r['max_abs_logit_diff']:.2g} over {r['checked_images']} test images")  # fmt: skip
-
-    guarded(body)
-
-
-@app.command(name="predict")
-def predict_(
-    target: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/<run-id>) or a checkpoint file in one")],
-    images: Annotated[list[Path], typer.Argument(help="image files or folders of them")],
-    top: Annotated[int, typer.Option(help="classes shown per image")] = 3,
-    format_: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
-    checkpoint: Annotated[str, typer.Option(help="best (best.pt) or last (last.pt)")] = "best",
-) -> None:
-    """Classify image files with a trained run (its preprocessing): top classes and probabilities."""
-
-    def body() -> None:
-        from dlx.errors import DlxError
-        from dlx.predict import predict, print_table, render
-
-        if format_ not in ("table", "csv", "json"):
-            raise DlxError(f"--format {format_!r}: choose table, csv or json")
-        results = predict(target, list(images), top=top, checkpoint=checkpoint)
-        if format_ == "table":
-            print_table(results, f"{len(results)} image(s), {target}", _console())
-        else:
-            sys.stdout.write(render(results, format_))
-
-    guarded(body)
-
-
-def _console() -> Any:
-    from dlx.console import wide_console
-
-    return wide_console()
-
-
 @app.command()
 def models(
     pattern: Annotated[str, typer.Argument(help="only models matching this pattern, e.g. 'resnet*'")] = "*",
@@ -383,6 +244,9 @@ def profile(
             _err(f"wrote {path}")
 
     guarded(body)
+
+
+from dlx import cli_after  # noqa: E402, F401 - registers eval, export, predict (after train, in --help)
 
 
 def main() -> None:

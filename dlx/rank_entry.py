@@ -38,7 +38,7 @@ def worker_main() -> None:
     import typer
     from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, record
 
-    from dlx.cli import guarded
+    from dlx.cli_app import guarded
 
     spec = json.loads(os.environ.pop(LAUNCH_ENV))
     die_with_parent(spec["parent"])
