@@ -246,7 +246,7 @@ def profile(
     guarded(body)
 
 
-from dlx import cli_after  # noqa: E402, F401 - registers eval, export, predict (after train, in --help)
+from dlx import cli_after  # noqa: E402, F401 - registers eval, export, predict, ensemble (after train, in --help)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``dlx`` commands for after training: eval, export, predict (registered on ``dlx.cli_app.app``)."""
+"""``dlx`` commands for after training: eval, export, predict, ensemble (registered on ``dlx.cli_app.app``)."""
 
 from __future__ import annotations
 
@@ -88,5 +88,29 @@ def predict_(
             print_table(results, f"{len(results)} image(s), {target}", _console())
         else:
             sys.stdout.write(render(results, format_))
+
+    guarded(body)
+
+
+@app.command(name="ensemble")
+def ensemble_(
+    paths: Annotated[list[Path], typer.Argument(help="run folders, sweep folders or folders of runs")],
+    top: Annotated[int | None, typer.Option(min=2, help="only the best K runs by --by (validation)")] = None,
+    by: Annotated[str, typer.Option(help="val_acc or val_loss: how --top chooses (never by test)")] = "val_acc",
+    method: Annotated[str, typer.Option(help="mean (of softmax) or vote (majority)")] = "mean",
+    name: Annotated[str, typer.Option(help="the ensemble's name: runs/<name>/<run-id>")] = "ensemble",
+    runs_dir: Annotated[Path | None, typer.Option(help="where the ensemble's run folder goes")] = None,
+) -> None:
+    """Combine trained runs' test predictions; report the ensemble beside each member; write a run folder."""
+
+    def body() -> None:
+        from dlx.ensemble import ensemble
+        from dlx.progress import pct
+
+        s = ensemble(list(paths), top=top, by=by, method=method, name=name, runs_dir=runs_dir)
+        for m in s["members"]:
+            _err(f"  member {m['run']} ({m['model']}): test {pct(m['test_acc'])}")
+        _err(f"ensemble ({s['method']}, {len(s['members'])} runs): test {pct(s['test_acc'])}; best member "
+             f"{pct(s['best_member_test_acc'])}; wrote {s['run_dir']}")  # fmt: skip
 
     guarded(body)
