@@ -14,7 +14,7 @@ import yaml
 from dlx.config import config_from_dict
 from dlx.errors import ConfigError
 from dlx.sweep import load_sweep, run_sweep
-from dlx.sweep.pool import GpuPool, gpus_needed
+from dlx.sweep.pool import GpuPool, Plan, gpus_needed, plan_workers, sweep_gpus
 from tests.conftest import tiny
 
 DATA = {"dataset": "mnist", "val_size": 100, "train_size": 400, "test_size": 200, "batch_size": 50}
@@ -106,3 +106,36 @@ def test_on_cpu_a_cell_with_two_devices_trains_on_two_processes(tmp_path: Path, 
     )  # 8 steps (chance: 10%)
     index = json.loads((folder / "sweep.json").read_text())
     assert index["counts"] == {"completed": 2}
+
+
+def test_a_sweep_mixing_cpu_and_gpu_cells_still_hands_out_its_gpus(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dlx.sweep.pool
+
+    monkeypatch.setattr(dlx.sweep.pool, "visible_gpus", lambda: ["0", "1"])
+    cells = [{"name": "cpu"}, {"name": "gpu", "train.device": "auto", "train.devices": 2}]
+    sweep = load_sweep(str(write_sweep(tmp_path, runs_dir, cells)))  # the base trains on the CPU
+    plan = plan_workers(sweep, None)
+    assert (plan.gpus, plan.workers) == (["0", "1"], 2)  # the 2-GPU cell never shares a GPU with another cell
+    assert [gpus_needed(c.config, plan.gpus) for c in sweep.cells] == [0, 2]
+    pinned = [{"name": "cpu"}, {"name": "one", "train.device": "cuda:1"}]
+    assert sweep_gpus(load_sweep(str(write_sweep(tmp_path, runs_dir, pinned)))) == []  # a named GPU: left alone
+
+
+def test_the_dry_run_says_how_devices_are_handed_out(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dlx.sweep.pool
+
+    cells = [{"name": "one"}, {"name": "two", "train.devices": 2}, {"name": "all", "train.devices": "auto"}]
+    sweep = load_sweep(str(write_sweep(tmp_path, runs_dir, cells, device="auto")))
+    gpus = Plan(workers=3, threads=4, gpus=["0", "1", "2", "3"])
+    assert gpus.describe(sweep) == ("3 workers on GPUs 0, 1, 2, 3, 4 CPU threads each; cells on 2 or 4 GPUs take "
+                                    "that many free GPUs, never shared (they wait for them)")  # fmt: skip
+    monkeypatch.setattr(dlx.sweep.pool, "visible_gpus", lambda: [])
+    cpu = load_sweep(str(write_sweep(tmp_path, runs_dir, cells, device="cpu")))
+    assert Plan(workers=2, threads=1, gpus=[]).describe(cpu) == (
+        "2 workers on CPU, 1 CPU thread each; cells with train.devices 2 on CPU train on that many gloo processes "
+        "sharing their worker's threads"
+    )

@@ -130,10 +130,15 @@ class Plan:
         each = f"{self.threads} CPU thread{'s' if self.threads != 1 else ''} each"
         where = f"GPUs {', '.join(self.gpus)}" if self.gpus else "CPU"
         text = f"{self.workers} worker{'s' if self.workers != 1 else ''} on {where}, {each}"
-        many = sorted({gpus_needed(c.config, self.gpus) for c in sweep.cells} - {0, 1}) if sweep else []
+        cells = sweep.cells if sweep else []
+        many = sorted({gpus_needed(c.config, self.gpus) for c in cells} - {0, 1})
         if many:
             text += (f"; cells on {' or '.join(map(str, many))} GPUs take that many free GPUs, never shared "
                      f"(they wait for them)")  # fmt: skip
+        gloo = sorted({_cpu_processes(c.config, self.gpus) for c in cells} - {1})
+        if gloo:
+            text += (f"; cells with train.devices {' or '.join(map(str, gloo))} on CPU train on that many gloo "
+                     f"processes sharing their worker's threads")  # fmt: skip
         return text
 
     def env(self, slot: int) -> dict[str, str]:
@@ -149,10 +154,22 @@ class Plan:
         return env
 
 
+def _cpu_processes(cfg: ExperimentConfig, gpus: list[str]) -> int:
+    """Processes of a cell that trains on the CPU (dlx.sweep.worker.processes_of): its int train.devices; else 1."""
+    from dlx.devices import resolve_device
+
+    if gpus_needed(cfg, gpus) or cfg.train.devices == "auto" or int(cfg.train.devices) < 2:
+        return 1
+    return int(cfg.train.devices) if resolve_device(cfg.train.device).type == "cpu" else 1
+
+
 def sweep_gpus(sweep: Sweep) -> list[str]:
-    """The GPUs a sweep hands out: the visible ones when every cell may use CUDA (auto, cuda), else none."""
+    """The GPUs a sweep hands out: the visible ones when some cell may use CUDA (auto, cuda) and every other cell
+    is on the CPU; none when a cell names its GPU (cuda:1) or its device (mps), which the sweep then leaves alone."""
     devices = {c.config.train.device for c in sweep.cells}
-    return visible_gpus() if devices <= {"auto", "cuda"} else []
+    if not devices & {"auto", "cuda"} or not devices <= {"auto", "cuda", "cpu"}:
+        return []
+    return visible_gpus()
 
 
 def plan_workers(sweep: Sweep, workers: int | None) -> Plan:

@@ -14,6 +14,7 @@ interrupts itself the same way, so its cell is left resumable and its lock is re
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -76,8 +77,23 @@ def run_cell(
     outcome: ``busy`` (another process holds it), ``skipped`` (completed, or failed without
     retry_failed), ``trained``, ``resumed``. KeyboardInterrupt propagates after the run is marked
     interrupted (fit does that), so the worker can report and stop. ``claimed``: the sweep process holds
-    the cell's lock for this task (an executor on other machines, dlx.sweep.ray_executor).
+    the cell's lock for this task (an executor on other machines, dlx.sweep.ray_executor). ``gpus``: the
+    CUDA_VISIBLE_DEVICES of a cell on several GPUs, for the processes it starts.
     """
+    try:
+        return _run_cell(run_dir, config, retry_failed, experiment_file, gpus, claimed)
+    finally:  # the cell's model and data are gone with _run_cell's frame
+        release_gpu_memory()
+
+
+def _run_cell(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    retry_failed: bool,
+    experiment_file: str | None,
+    gpus: str | None,
+    claimed: bool,
+) -> dict[str, Any]:
     run = _claimed(run_dir) if claimed else claim_cell(run_dir)
     if run is None:
         return {"outcome": "busy", "status": None, "message": "held by another dlx process"}
@@ -138,6 +154,16 @@ def run_cell(
         }
     finally:
         run.release()
+
+
+def release_gpu_memory() -> None:
+    """Give the GPU memory a finished in-process cell left in PyTorch's cache back to the driver: the worker's GPU
+    may go to a multi-GPU cell of another worker next, which must find it empty (only the CUDA context stays)."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        gc.collect()  # tensors held in reference cycles (a traceback's frames) are freed first
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------- the process
