@@ -148,6 +148,9 @@ def compare(
     group: Annotated[bool, typer.Option(help="one row per configuration (mean ± std over seeds)")] = True,
     format_: Annotated[str, typer.Option("--format", help="table, csv, markdown or json")] = "table",
     output: Annotated[Path | None, typer.Option(help="write heat maps, learning curves, Pareto plots here")] = None,
+    samples: Annotated[
+        bool, typer.Option("--samples", help="two runs: galleries of the test images one gets right, the other wrong")
+    ] = False,
 ) -> None:
     """Compare runs: a table of size, cost, accuracy and over/underfitting; CSV/Markdown/JSON; pictures."""
 
@@ -159,6 +162,16 @@ def compare(
 
         if format_ not in FORMATS:
             raise DlxError(f"--format {format_!r}: choose one of {', '.join(FORMATS)}")
+        if samples:
+            from dlx.compare.samples import compare_samples
+
+            if len(paths) != 2:
+                raise DlxError(f"--samples compares two runs; got {len(paths)} path(s)")
+            r = compare_samples(paths[0], paths[1], output)
+            _err(f"{r['images']:,} test images: {r['a_right_b_wrong']} right only by {r['a']} ({100 * r['a_acc']:.2f}%), "
+                 f"{r['b_right_a_wrong']} only by {r['b']} ({100 * r['b_acc']:.2f}%), {r['both_wrong']} by neither; "
+                 f"wrote {', '.join(r['pictures'])}")  # fmt: skip
+            return
         result = compare(
             list(paths), where=where, sort=sort, descending=desc, top=top, columns=columns, group=group,
             output=output,

@@ -62,3 +62,24 @@ def test_members_must_share_their_test_images_and_choose_by_validation(runs_dir:
     with pytest.raises(DlxError, match="an ensemble needs 2 or more completed runs; found 0"):
         ensemble([runs_dir / "nothing"], runs_dir=runs_dir)
     assert json.loads((next((runs_dir / "a").rglob("summary.json"))).read_text())["status"] == "completed"
+
+
+def test_compare_samples_shows_what_one_run_gets_right_and_the_other_wrong(runs_dir: Path) -> None:
+    a = train(runs_dir / "pair", "a", seed=1)
+    b = train(runs_dir / "pair", "b", seed=2, **{"train.epochs": 1})
+    result = CliRunner().invoke(app, ["compare", a["run_dir"], b["run_dir"], "--samples"])
+    assert result.exit_code == 0, result.output
+    from dlx.compare.samples import compare_samples, label
+
+    name_a, name_b = label(Path(a["run_dir"])), label(Path(b["run_dir"]))
+    assert name_a.startswith("a-") and name_b.startswith("b-")
+    folder = Path(a["run_dir"]) / "samples" / name_b
+    assert sorted(p.name for p in folder.iterdir()) == [f"right_{name_a}_wrong_{name_b}.png",
+                                                         f"right_{name_b}_wrong_{name_a}.png"]  # fmt: skip
+
+    r = compare_samples(Path(a["run_dir"]), Path(b["run_dir"]), folder)
+    # The counts agree with the two runs' recorded accuracies: right(A) - right(B) = only A - only B.
+    assert r["a_acc"] == a["test_acc"] and r["b_acc"] == b["test_acc"]
+    assert r["a_right_b_wrong"] - r["b_right_a_wrong"] == round((a["test_acc"] - b["test_acc"]) * r["images"])
+    result = CliRunner().invoke(app, ["compare", a["run_dir"], "--samples"])
+    assert result.output.strip() == "error: --samples compares two runs; got 1 path(s)"
