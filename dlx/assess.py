@@ -62,6 +62,7 @@ def evaluate_run(
     overrides: list[str] | None = None,
     output: Path | None = None,
     pictures: bool = True,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Measure a trained run's weights on a split; returns (and writes) eval.json's content."""
     from dlx.build import AMP_DTYPES, make_batches, prepare
@@ -93,13 +94,15 @@ def evaluate_run(
     if data is None:
         raise DlxError(f"--split val: {trained.run.path} has no validation split (data.val_size: 0)")
     batches = make_batches(setup, data)
-    logits = predict_logits(setup.model, batches, AMP_DTYPES[cfg.train.precision], setup.device)
+    views = tta_views(cfg.augment.hflip) if tta else None
+    logits = predict_logits(setup.model, batches, AMP_DTYPES[cfg.train.precision], setup.device, views)
     labels = data.labels.cpu()
     result = measures(logits, labels, setup.data.classes)
-    name = f"{split}-{trained.checkpoint.stem}-{cfg.train.precision}"
+    name = f"{split}-{trained.checkpoint.stem}-{cfg.train.precision}" + ("-tta" if tta else "")
     folder = output or trained.run.path / "eval" / name
     result.update(run=str(trained.run.path), checkpoint=str(trained.checkpoint), split=split,
-                  precision=cfg.train.precision, images=int(labels.shape[0]), folder=str(folder))  # fmt: skip
+                  precision=cfg.train.precision, images=int(labels.shape[0]), folder=str(folder),
+                  tta=views)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "eval.json", result)
     if pictures:
@@ -113,14 +116,49 @@ def evaluate_run(
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, batches: Any, amp: torch.dtype | None, device: torch.device) -> torch.Tensor:
-    """Every image's logits (float32, on the CPU), in the split's order, in eval mode."""
+def predict_logits(
+    model: torch.nn.Module,
+    batches: Any,
+    amp: torch.dtype | None,
+    device: torch.device,
+    views: list[str] | None = None,
+) -> torch.Tensor:
+    """Every image's logits (float32, on the CPU), in the split's order, in eval mode.
+
+    ``views`` (test-time augmentation, see ``tta_views``): the log of the softmax averaged over those views of
+    each image, which argmax and cross-entropy read like logits.
+    """
     model.eval()
     out = []
     for x, _ in batches:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out.append(model(x).float().cpu())
+            if not views:
+                out.append(model(x).float().cpu())
+                continue
+            probs = torch.stack([torch.softmax(model(view(x, v)).float(), dim=1) for v in views]).mean(0)
+            out.append(probs.clamp_min(1e-12).log().cpu())
     return torch.cat(out)
+
+
+def tta_views(hflip: bool) -> list[str]:
+    """What test-time augmentation averages: the image, shifted one pixel each way, and mirrored only when the
+    run trained with augment.hflip (a mirrored digit is another symbol: no flips for digits)."""
+    return ["identity", "left", "right", "up", "down", *(["hflip"] if hflip else [])]
+
+
+def view(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One view of a batch [N, C, H, W]; a shift repeats the edge row or column it uncovers."""
+    if name == "identity":
+        return x
+    if name == "hflip":
+        return x.flip(3)
+    pad, keep = {
+        "right": ((1, 0, 0, 0), (slice(None), slice(None, -1))),
+        "left": ((0, 1, 0, 0), (slice(None), slice(1, None))),
+        "down": ((0, 0, 1, 0), (slice(None, -1), slice(None))),
+        "up": ((0, 0, 0, 1), (slice(1, None), slice(None))),
+    }[name]
+    return F.pad(x, pad, mode="replicate")[:, :, keep[0], keep[1]]
 
 
 def measures(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], pairs: int = 5) -> dict[str, Any]:

@@ -23,6 +23,9 @@ def eval_(
     output: Annotated[
         Path | None, typer.Option(help="where eval.json and pictures go (default <run>/eval/...)")
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="average over 1-pixel shifts (and mirror images if trained with hflip)")
+    ] = False,
 ) -> None:
     """Measure a finished run's weights again: loss, top-1/top-5, per-class precision/recall, confusions."""
 
@@ -31,10 +34,11 @@ def eval_(
         from dlx.progress import pct
 
         r = evaluate_run(target, split=split, checkpoint=checkpoint, precision=precision, overrides=set_ or [],
-                         output=output)  # fmt: skip
+                         output=output, tta=tta)  # fmt: skip
         console = _console()
+        views = f", test-time augmentation over {len(r['tta'])} views" if r["tta"] else ""
         console.print(f"{r['run']} ({Path(r['checkpoint']).name}, {r['precision']}) on {r['split']}: "
-                      f"{r['images']:,} images", markup=False, highlight=False)  # fmt: skip
+                      f"{r['images']:,} images{views}", markup=False, highlight=False)  # fmt: skip
         console.print(f"loss {r['loss']:.4f}  top-1 {pct(r['acc'])} ({r['correct']:,} right)  top-5 {pct(r['top5_acc'])}",
                       markup=False, highlight=False)  # fmt: skip
         worst = sorted(r["per_class"].items(), key=lambda kv: kv[1]["recall"] if kv[1]["recall"] is not None else 1)

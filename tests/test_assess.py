@@ -105,3 +105,16 @@ def test_a_config_written_before_a_key_existed_still_equals_itself(runs_dir: Pat
     earlier["data"] = {k: v for k, v in now["data"].items() if k not in ("mean", "std")}
     assert config_differences(earlier, now) == []
     assert config_differences({**earlier, "seed": 5}, now) == ["seed: 5 -> 0"]
+
+
+def test_test_time_augmentation_averages_shifted_views_and_no_flips_for_digits(trained: dict) -> None:
+    from dlx.assess import tta_views, view
+
+    assert tta_views(hflip=False) == ["identity", "left", "right", "up", "down"]
+    assert tta_views(hflip=True)[-1] == "hflip"
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    assert view(x, "right")[0, 0].tolist() == [[0, 0, 1], [3, 3, 4], [6, 6, 7]]  # the edge column repeats
+    assert view(x, "up")[0, 0].tolist() == [[3, 4, 5], [6, 7, 8], [6, 7, 8]]
+    r = evaluate_run(trained["run_dir"], tta=True, pictures=False)
+    assert r["tta"] == tta_views(False) and r["folder"].endswith("test-best-fp32-tta")
+    assert abs(r["acc"] - trained["test_acc"]) <= 0.05  # the same weights, averaged over near-identical views
