@@ -118,3 +118,26 @@ def ensemble_(
              f"{pct(s['best_member_test_acc'])}; wrote {s['run_dir']}")  # fmt: skip
 
     guarded(body)
+
+
+@app.command(name="import-weights")
+def import_weights(
+    source: Annotated[str, typer.Argument(help="whose weights: book (Deep Learning from Scratch, chapter 8)")],
+    file: Annotated[Path, typer.Argument(help="the book's deep_convnet_params.pkl")],
+    output: Annotated[Path, typer.Option(help="the run folder to write")] = Path("runs/mnist_deep_book/imported"),
+    experiment: Annotated[
+        Path | None, typer.Option(help="the experiment its config.yaml comes from (default: the book's recipe)")
+    ] = None,
+) -> None:
+    """Turn the book's trained DeepConvNet weights into a dlx run folder (dlx eval, predict, export use it)."""
+
+    def body() -> None:
+        from dlx.book_weights import import_book
+        from dlx.errors import DlxError
+
+        if source != "book":
+            raise DlxError(f"import-weights {source!r}: the one source known is 'book'")
+        folder = import_book(file, output, experiment)
+        _err(f"wrote {folder} (config.yaml, checkpoints/best.pt, summary.json); measure it: dlx eval {folder}")
+
+    guarded(body)

@@ -5,8 +5,10 @@
     conv3x3 64 - relu - conv3x3 64 - relu - pool
     affine 1024->50 - relu - dropout 0.5 - affine 50->10 - dropout 0.5
 
-123,552 parameters at width=1, depth=1; parameters appear in the book's order (W1..W7 / b1..b7),
-so its trained weights map one to one. ``width`` scales channels and hidden units; ``depth``
+123,552 parameters at width=1, depth=1, in the book's order (W1..W8 / b1..b8: six convs, two affine
+layers). The book's trained weights fit after two changes (``dlx import-weights book``, dlx.book_weights):
+its affine weights are input-major (transposed here), and its dropout is not inverted, so its test-time
+factors of 0.5 are folded into the last layer. ``width`` scales channels and hidden units; ``depth``
 scales the convs per stage (2 at depth 1; the padding-2 conv stays the last of stage 2).
 """
 
