@@ -28,20 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from dlx.compare import compare  # noqa: E402
 from dlx.config import config_from_dict  # noqa: E402
+from dlx.provenance import cpu_model  # noqa: E402
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 DEPTHS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 LRS = (0.0003, 0.001, 0.003, 0.01, 0.03)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def history(acc: float, epochs: int = 20) -> list[dict[str, float]]:

@@ -38,17 +38,10 @@ DATA_DIR = Path(os.environ.get("DLX_DATA_DIR") or REPO.parent / "shared" / "data
 
 
 def cpu_line() -> str:
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}; {cores()} cores; {' '.join(extra) or 'no AVX-512'}"
+    from dlx.provenance import cpu_flags, cpu_model
+
+    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    return f"{cpu_model()}; {cores()} cores; {' '.join(extra) or 'no AVX-512'}"
 
 
 def cores() -> int:

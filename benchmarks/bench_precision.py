@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -28,28 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from dlx.devices import native_cpu_bf16  # noqa: E402
 from dlx.models import build_model  # noqa: E402
+from dlx.provenance import cpu_flags, cpu_model  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return [f for f in line.split(":", 1)[1].split() if "bf16" in f or f.startswith(("amx", "avx512f"))]
-    except OSError:
-        pass
-    return []
 
 
 def images_per_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None,
@@ -95,7 +75,8 @@ def main() -> None:
     base = build_model(a.model, in_channels=c, num_classes=10, image_size=h).to(device)
     x = torch.randn(a.batch, c, h, w, device=device)
     y = torch.randint(0, 10, (a.batch,), device=device)
-    print(f"cpu: {cpu_name()} | flags: {' '.join(cpu_flags()) or '-'} | native bf16: {native_cpu_bf16()}")
+    flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith(("amx", "avx512f")))
+    print(f"cpu: {cpu_model()} | flags: {' '.join(flags) or '-'} | native bf16: {native_cpu_bf16()}")
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | device {device} | "
           f"{a.model} {a.input} batch {a.batch} | {a.steps} timed steps after {a.warmup}, {a.repeat} rounds")  # fmt: skip
     results: dict[str, float] = {}

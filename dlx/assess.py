@@ -53,6 +53,32 @@ def find_trained(target: str | Path, checkpoint: str = "best") -> Trained:
     return Trained(run, chosen)
 
 
+def load_trained(
+    target: str | Path, checkpoint: str = "best", changes: list[str] | None = None, device: Any = None
+) -> tuple[Trained, Any]:
+    """A finished run rebuilt in this one process (its config.yaml, ``changes`` applied as --set would, the data
+    as it trained on) with the chosen checkpoint's weights loaded: what eval, predict, export and ensemble use.
+    ``device`` overrides where the model goes (export: the CPU)."""
+    from dlx.build import prepare
+    from dlx.checkpoint import load_checkpoint, state_dict_mismatches
+    from dlx.config import apply_overrides, config_from_dict, load_run_config
+
+    trained = find_trained(target, checkpoint)
+    cfg = load_run_config(trained.run.config_path)
+    if changes:
+        cfg = config_from_dict(apply_overrides(cfg.to_dict(), changes), str(trained.run.config_path))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
+    setup = prepare(cfg, download=False, device=device)
+    state = load_checkpoint(trained.checkpoint, map_location=setup.device).get("model")
+    if not isinstance(state, dict):
+        raise DlxError(f"{trained.checkpoint}: holds no model weights")
+    problems = state_dict_mismatches(setup.model.state_dict(), state)
+    if problems:
+        raise DlxError(f"{trained.checkpoint} does not fit the run's model: {problems}")
+    setup.model.load_state_dict(state)
+    return trained, setup
+
+
 def evaluate_run(
     target: str | Path,
     *,
@@ -65,31 +91,17 @@ def evaluate_run(
     tta: bool = False,
 ) -> dict[str, Any]:
     """Measure a trained run's weights on a split; returns (and writes) eval.json's content."""
-    from dlx.build import AMP_DTYPES, make_batches, prepare
-    from dlx.checkpoint import load_checkpoint, state_dict_mismatches
-    from dlx.config import apply_overrides, config_from_dict, load_run_config
+    from dlx.build import AMP_DTYPES, make_batches
 
     if split not in SPLITS:
         raise DlxError(f"--split {split!r}: choose test or val")
     if precision is not None and precision not in PRECISIONS:
         raise DlxError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
-    trained = find_trained(target, checkpoint)
-    cfg = load_run_config(trained.run.config_path)
     changes = list(overrides or [])
     if precision is not None:
         changes.append(f"train.precision={precision}")
-    if changes:
-        cfg = config_from_dict(apply_overrides(cfg.to_dict(), changes), str(trained.run.config_path))
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
-    setup = prepare(cfg, download=False)
-    weights = load_checkpoint(trained.checkpoint, map_location=setup.device)
-    state = weights.get("model")
-    if not isinstance(state, dict):
-        raise DlxError(f"{trained.checkpoint}: holds no model weights")
-    problems = state_dict_mismatches(setup.model.state_dict(), state)
-    if problems:
-        raise DlxError(f"{trained.checkpoint} does not fit the run's model: {problems}")
-    setup.model.load_state_dict(state)
+    trained, setup = load_trained(target, checkpoint, changes)
+    cfg = setup.config
     data = setup.val if split == "val" else setup.test
     if data is None:
         raise DlxError(f"--split val: {trained.run.path} has no validation split (data.val_size: 0)")

@@ -32,14 +32,15 @@ def members_of(paths: list[Path], top: int | None, by: str) -> list[Run]:
     for path in paths:
         found, _ = find_runs(path)
         runs += [Run(p) for p in found]
-    done = [r for r in runs if r.read_summary().get("status") == "completed" and r.read_summary().get("kind") is None]
+    summaries = {r.path: r.read_summary() for r in runs}  # each read once
+    done = [r for r in runs if summaries[r.path].get("status") == "completed" and summaries[r.path].get("kind") is None]
     if top is not None:
         key = "best_val_acc" if by == "val_acc" else "best_val_loss"
-        scored = [r for r in done if isinstance(r.read_summary().get(key), (int, float))]
+        scored = [r for r in done if isinstance(summaries[r.path].get(key), (int, float))]
         if len(scored) < len(done):
             raise DlxError(f"--top {top} --by {by}: {len(done) - len(scored)} run(s) have no validation figure "
                            f"({key}); give the runs themselves instead")  # fmt: skip
-        done = sorted(scored, key=lambda r: r.read_summary()[key], reverse=BY[by])[:top]
+        done = sorted(scored, key=lambda r: summaries[r.path][key], reverse=BY[by])[:top]
     if len(done) < 2:
         raise DlxError(f"an ensemble needs 2 or more completed runs; found {len(done)} in {', '.join(map(str, paths))}")
     return done
@@ -47,16 +48,11 @@ def members_of(paths: list[Path], top: int | None, by: str) -> list[Run]:
 
 def member_probabilities(run: Run) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], Any]:
     """A member's softmax probabilities and the labels of its test split (its best weights, its preprocessing)."""
-    from dlx.assess import find_trained, predict_logits
-    from dlx.build import AMP_DTYPES, make_batches, prepare
-    from dlx.checkpoint import load_checkpoint
-    from dlx.config import load_run_config
+    from dlx.assess import load_trained, predict_logits
+    from dlx.build import AMP_DTYPES, make_batches
 
-    trained = find_trained(run.path)
-    cfg = load_run_config(run.config_path)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
-    setup = prepare(cfg, download=False)
-    setup.model.load_state_dict(load_checkpoint(trained.checkpoint, map_location=setup.device)["model"])
+    _, setup = load_trained(run.path)
+    cfg = setup.config
     logits = predict_logits(setup.model, make_batches(setup, setup.test), AMP_DTYPES[cfg.train.precision],
                             setup.device)  # fmt: skip
     fingerprint = hashlib.sha256(setup.test.images.cpu().numpy().tobytes()).hexdigest()

@@ -26,19 +26,14 @@ def export_run(
     target: str | Path, *, fmt: str, output: Path | None = None, checkpoint: str = "best", batch: int = 8
 ) -> dict[str, Any]:
     """Export a run's model; returns what was written and how well the reloaded file agrees."""
-    from dlx.assess import find_trained
-    from dlx.build import make_batches, normalization, prepare
-    from dlx.checkpoint import load_checkpoint
-    from dlx.config import load_run_config
+    from dlx.assess import load_trained
+    from dlx.build import make_batches, normalization
 
     if fmt not in FORMATS:
         raise DlxError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
-    trained = find_trained(target, checkpoint)
-    cfg = load_run_config(trained.run.config_path)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1, "precision": "fp32"})})
-    setup = prepare(cfg, download=False, device=torch.device("cpu"))
+    trained, setup = load_trained(target, checkpoint, ["train.precision=fp32"], device=torch.device("cpu"))
+    cfg = setup.config
     model = setup.model.float().eval()
-    model.load_state_dict(load_checkpoint(trained.checkpoint)["model"])
     x, _ = next(iter(make_batches(setup, setup.test, batch_size=batch)))
     x = x.contiguous()
     with torch.inference_mode():

@@ -58,20 +58,15 @@ def load_image(path: Path, channels: int, size: int) -> torch.Tensor:
 
 def predict(target: str | Path, paths: list[Path], *, top: int = 3, checkpoint: str = "best") -> list[dict[str, Any]]:
     """Top-``top`` classes and probabilities for every image file, by the run's best (or last) weights."""
-    from dlx.assess import find_trained
-    from dlx.build import AMP_DTYPES, batches_for, prepare
-    from dlx.checkpoint import load_checkpoint
-    from dlx.config import load_run_config
+    from dlx.assess import load_trained
+    from dlx.build import AMP_DTYPES, batches_for
     from dlx.data.loader import Split
 
     if top < 1:
         raise DlxError(f"--top {top}: give 1 or more")
     files = image_files(paths)
-    trained = find_trained(target, checkpoint)
-    cfg = load_run_config(trained.run.config_path)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
-    setup = prepare(cfg, download=False)
-    setup.model.load_state_dict(load_checkpoint(trained.checkpoint, map_location=setup.device)["model"])
+    _, setup = load_trained(target, checkpoint)
+    cfg = setup.config
     data = setup.data
     images = torch.stack([load_image(f, data.in_channels, data.image_size) for f in files]).to(setup.device)
     split = Split(images, torch.zeros(len(files), dtype=torch.long, device=setup.device))

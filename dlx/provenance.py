@@ -32,19 +32,32 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field: value`` of /proc/cpuinfo (Linux), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (what runs and benchmarks print beside a speed)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx512f, avx512_bf16, amx_bf16, ...); empty where /proc/cpuinfo is absent."""
+    return set((_cpuinfo("flags") or "").split())
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        model = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return f"{model} ({torch.get_num_threads()} threads)"
+        return f"{cpu_model()} ({torch.get_num_threads()} threads)"
     return device.type
 
 
