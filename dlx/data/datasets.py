@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
 import pickle
 import re
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -26,44 +24,15 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from dlx.data.base import DATASETS, ImageData, default_data_dir
 from dlx.download import socket_timeout
 from dlx.errors import DlxError
-from dlx.registry import Registry
 
 T = TypeVar("T")
 
 # Per socket operation, not per download: a dead network fails fast, a slow big download still works.
 DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
 
-
-@dataclass
-class ImageData:
-    """Both splits of a dataset, CPU tensors: images uint8 [N, C, H, W] (contiguous), labels int64 [N]."""
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    classes: list[str]
-    mean: tuple[float, ...]  # per channel, in [0, 1] units
-    std: tuple[float, ...]
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        # Models take one side length; every registered dataset has square images.
-        return int(self.train_images.shape[2])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-DATASETS: Registry[Callable[[Path, bool], ImageData]] = Registry("dataset")
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -77,12 +46,6 @@ EXPECTED_FILES: dict[str, tuple[str, ...]] = {
     "cifar100": ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
 }
-
-
-def default_data_dir() -> Path:
-    """``$DLX_DATA_DIR`` when set, else ``./data`` (relative to the working directory)."""
-    env = os.environ.get("DLX_DATA_DIR")
-    return Path(env).expanduser() if env else Path("data")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
