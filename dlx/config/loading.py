@@ -56,13 +56,19 @@ def _check_nesting(text: str, label: str) -> None:
     """Nesting counted on the parser's events, before the loader builds anything: its composer recurses once per
     level (RecursionError in Python; libyaml's C loader crashes the interpreter at about 100,000 levels)."""
     depth = 0
-    for event in yaml.parse(text, Loader=DlxLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"])
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=DlxLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"])
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as e:
+        # PyYAML >= 6.0.3 stops its scanner at its own depth limit, before the event that passes dlx's.
+        if "nesting depth" in str(getattr(e, "problem", None) or ""):
+            raise ConfigError([f"{label}: nested deeper than {MAX_DEPTH} levels"]) from None
+        raise
 
 
 def _check_size(data: Any, label: str) -> None:
