@@ -89,32 +89,45 @@ def evaluate_run(
     output: Path | None = None,
     pictures: bool = True,
     tta: bool = False,
+    data_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure a trained run's weights on a split; returns (and writes) eval.json's content."""
-    from dlx.build import AMP_DTYPES, make_batches
+    """Measure a trained run's weights on a split; returns (and writes) eval.json's content.
+
+    ``data_file`` (--data) or ``data.*`` overrides: another dataset's split, through the run's own normalization.
+    """
+    from dlx.build import AMP_DTYPES, batches_for, make_batches
 
     if split not in SPLITS:
         raise DlxError(f"--split {split!r}: choose test or val")
     if precision is not None and precision not in PRECISIONS:
         raise DlxError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
-    changes = list(overrides or [])
+    data_changes = [c for c in overrides or [] if _loads_other_images(c)]
+    changes = [c for c in overrides or [] if c not in data_changes]
     if precision is not None:
         changes.append(f"train.precision={precision}")
     trained, setup = load_trained(target, checkpoint, changes)
     cfg = setup.config
-    data = setup.val if split == "val" else setup.test
-    if data is None:
+    other = None
+    if data_file is not None or data_changes:
+        other = other_data(setup, data_file, data_changes)
+        data = other.val if split == "val" else other.test
+        batches = batches_for(cfg, setup.data, data) if data is not None else None  # the run's normalization
+    else:
+        data = setup.val if split == "val" else setup.test
+        batches = make_batches(setup, data) if data is not None else None
+    if data is None or batches is None:
         raise DlxError(f"--split val: {trained.run.path} has no validation split (data.val_size: 0)")
-    batches = make_batches(setup, data)
     views = tta_views(cfg.augment.hflip) if tta else None
     logits = predict_logits(setup.model, batches, AMP_DTYPES[cfg.train.precision], setup.device, views)
     labels = data.labels.cpu()
     result = measures(logits, labels, setup.data.classes)
     name = f"{split}-{trained.checkpoint.stem}-{cfg.train.precision}" + ("-tta" if tta else "")
+    if other is not None:
+        name += f"-{other.name}"
     folder = output or trained.run.path / "eval" / name
     result.update(run=str(trained.run.path), checkpoint=str(trained.checkpoint), split=split,
                   precision=cfg.train.precision, images=int(labels.shape[0]), folder=str(folder),
-                  tta=views)  # fmt: skip
+                  tta=views, data=other.config if other else None)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "eval.json", result)
     if pictures:
@@ -125,6 +138,60 @@ def evaluate_run(
                                   cfg.output.gallery_size)  # fmt: skip
         report.save_confusion(labels, preds, setup.data.classes, folder / "confusion.png")
     return result
+
+
+@dataclass
+class OtherData:
+    """Another dataset's splits for a run's model: --data FILE or --set data.*."""
+
+    name: str  # in the eval folder's name
+    config: dict[str, Any]  # its data section, as eval.json records it
+    val: Any
+    test: Any
+
+
+def other_data(setup: Any, data_file: Path | None, data_changes: list[str]) -> OtherData:
+    """The data a file's ``data:`` section (or a bare data section) describes, ``data.*`` changes applied; its
+    classes and image shape must be the run's: the model answers only what it was trained on."""
+    from dlx.build import split_data
+    from dlx.config import apply_overrides, config_from_dict, read_experiment
+    from dlx.data.datasets import load_data
+
+    run_cfg = setup.config.to_dict()
+    label = str(data_file) if data_file is not None else "--set"
+    if data_file is not None:
+        if not Path(data_file).is_file():
+            raise DlxError(f"--data {data_file}: no such file")
+        read = read_experiment(data_file)
+        section = read.get("data") if "data" in read else {k: v for k, v in read.items() if k != "name"}
+        if not isinstance(section, dict):
+            raise DlxError(f"--data {data_file}: no data: section (an experiment file, or a data section)")
+        run_cfg["data"] = section
+    cfg = config_from_dict(apply_overrides(run_cfg, data_changes), label)
+    data = load_data(cfg.data, download=False)
+    own = setup.data
+    if list(data.classes) != list(own.classes):
+        raise DlxError(f"{label}: classes {_few(data.classes)} are not the run's {_few(own.classes)} (names and "
+                       "order): the model answers only the classes it was trained on")  # fmt: skip
+    shape, want = tuple(data.train_images.shape[1:]), tuple(own.train_images.shape[1:])
+    if shape != want:
+        raise DlxError(f"{label}: images are {'x'.join(map(str, shape))}, the run's model takes "
+                       f"{'x'.join(map(str, want))}; set data.channels / data.image_size")  # fmt: skip
+    _, val, test = split_data(data, cfg)
+    name = Path(data_file).stem if data_file is not None else "data"
+    return OtherData(name, cfg.data.model_dump(mode="json"), val, test)
+
+
+def _loads_other_images(change: str) -> bool:
+    """``data.path=x`` or ``data.dataset=y`` (other images); ``data.eval_batch_size=500`` is not."""
+    from dlx.data.datasets import LOADING_KEYS
+
+    key = change.split("=", 1)[0].strip()
+    return key.startswith("data.") and key.removeprefix("data.") in LOADING_KEYS
+
+
+def _few(names: list[str], limit: int = 6) -> str:
+    return "[" + ", ".join(names[:limit]) + (f", ... {len(names)} in all" if len(names) > limit else "") + "]"
 
 
 @torch.inference_mode()

@@ -97,7 +97,7 @@ def import_book(path: Path, output: Path, experiment: Path | None = None) -> Pat
     from dlx.build import build_initialized_model
     from dlx.checkpoint import save_checkpoint
     from dlx.config import config_from_dict, load_config
-    from dlx.data.datasets import load_dataset
+    from dlx.data.datasets import load_data
     from dlx.record import now
     from dlx.runs import Run, check_output_folder
 
@@ -105,7 +105,7 @@ def import_book(path: Path, output: Path, experiment: Path | None = None) -> Pat
     cfg = load_config(experiment, []) if experiment is not None else config_from_dict(BOOK_RECIPE)
     if cfg.model.name != "deep_cnn" or cfg.model.width != 1 or cfg.model.depth != 1:
         raise DlxError(f"{experiment}: the book's weights need model deep_cnn at width 1, depth 1")
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=False)
+    data = load_data(cfg.data, download=False)
     model = build_initialized_model(cfg, data)
     state = book_state_dict(params, model)
     model.load_state_dict(state)  # the check: every tensor fits

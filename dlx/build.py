@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dlx.config import ExperimentConfig, ModelConfig
 from dlx.data.augment import Augment
-from dlx.data.datasets import ImageData, load_dataset
+from dlx.data.datasets import ImageData, load_data
 from dlx.data.loader import Batches, Split
 from dlx.devices import AMP_DTYPES, check_device_settings, device_for
 from dlx.distributed import SINGLE, World
@@ -84,24 +84,31 @@ class Setup:
 
 
 def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
-    """Hold ``val_size`` training images out for validation (seeded by data.split_seed)."""
+    """Hold ``val_size`` training images (a count, or a fraction when < 1) out for validation, seeded by
+    data.split_seed; a dataset with its own validation split (an image folder's val/) uses that, whatever val_size."""
     n = data.train_labels.shape[0]
     d = cfg.data
-    if d.val_size >= n:
-        raise DlxError(f"data.val_size: got {d.val_size}; the {data.name} training set has only {n} images")
+    m = d.test_size or data.test_labels.shape[0]
+    test = Split(data.test_images[:m].contiguous(), data.test_labels[:m].contiguous())
+    if data.val_images is not None and data.val_labels is not None:
+        train_idx = torch.arange(n)[: d.train_size]
+        val = Split(data.val_images, data.val_labels)
+        return Split(data.train_images[train_idx].contiguous(), data.train_labels[train_idx].contiguous()), val, test
+    val_size = round(d.val_size * n) if isinstance(d.val_size, float) else d.val_size
+    if val_size >= n:
+        hint = "; give a fraction instead (val_size: 0.1)" if isinstance(d.val_size, int) else ""
+        raise DlxError(f"data.val_size: got {d.val_size}; the {data.name} training set has only {n} images{hint}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(d.split_seed))
-    val_idx, train_idx = order[: d.val_size], order[d.val_size :]
+    val_idx, train_idx = order[:val_size], order[val_size:]
     if d.train_size is not None:
         train_idx = train_idx[: d.train_size]
     # Sorted indices keep memory access sequential; the epoch permutation does the shuffling.
     train_idx = train_idx.sort().values
     train = Split(data.train_images[train_idx].contiguous(), data.train_labels[train_idx].contiguous())
     val = None
-    if d.val_size > 0:
+    if val_size > 0:
         val_idx = val_idx.sort().values
         val = Split(data.train_images[val_idx].contiguous(), data.train_labels[val_idx].contiguous())
-    m = d.test_size or data.test_labels.shape[0]
-    test = Split(data.test_images[:m].contiguous(), data.test_labels[:m].contiguous())
     return train, val, test
 
 
@@ -134,9 +141,7 @@ def prepare(
     target = device_for(cfg, world)
     check_device_settings(cfg, target, probe_gpu=device is None)
     device = device or target
-    data = load_dataset(
-        cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download if download is None else download
-    )
+    data = load_data(cfg.data, download)
     train, val, test = split_data(data, cfg)
     model = build_initialized_model(cfg, data)
     transfer = apply_transfer(model, cfg)  # after initialize: loaded weights must not be re-initialized

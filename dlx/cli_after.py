@@ -26,6 +26,9 @@ def eval_(
     tta: Annotated[
         bool, typer.Option("--tta", help="average over 1-pixel shifts (and mirror images if trained with hflip)")
     ] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="another dataset: an experiment file whose data: section is used")
+    ] = None,
 ) -> None:
     """Measure a finished run's weights again: loss, top-1/top-5, per-class precision/recall, confusions."""
 
@@ -34,7 +37,7 @@ def eval_(
         from dlx.progress import pct
 
         r = evaluate_run(target, split=split, checkpoint=checkpoint, precision=precision, overrides=set_ or [],
-                         output=output, tta=tta)  # fmt: skip
+                         output=output, tta=tta, data_file=data)  # fmt: skip
         console = _console()
         views = f", test-time augmentation over {len(r['tta'])} views" if r["tta"] else ""
         console.print(f"{r['run']} ({Path(r['checkpoint']).name}, {r['precision']}) on {r['split']}: "

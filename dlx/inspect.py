@@ -96,10 +96,10 @@ def resolve_target(target: str, overrides: list[str], shape: tuple[int, int, int
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         from dlx.build import build_initialized_model
         from dlx.config import load_config
-        from dlx.data.datasets import load_dataset
+        from dlx.data.datasets import load_data
 
         cfg = load_config(path, overrides)
-        data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+        data = load_data(cfg.data)
         model = build_initialized_model(cfg, data)
         data_shape = (data.in_channels, data.image_size, data.image_size)
         what = cfg.model.class_path or cfg.model.name

@@ -1,9 +1,8 @@
 """``dlx predict``: a trained run classifies image files with the run's own preprocessing.
 
-Each image is read with PIL, converted to the run's channels (grayscale or RGB), resized so its shorter side
-is the run's image size and center-cropped to a square (an image of that size already is untouched), then
-goes through the run's normalization, as its training data did. Output: the top-k classes with softmax
-probabilities per image, as a table, CSV or JSON.
+Each image goes through what the run's training images went through (dlx.data.images: PIL, the run's
+channels, its image size by center crop or stretch as data.resize says, then the run's normalization).
+Output: the top-k classes with softmax probabilities per image, as a table, CSV or JSON.
 """
 
 from __future__ import annotations
@@ -16,44 +15,8 @@ from typing import Any
 
 import torch
 
-from dlx.errors import DlxError, first_line
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
-
-
-def image_files(paths: list[Path]) -> list[Path]:
-    """The image files named, and those inside folders named (sorted); an empty result is an error."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DlxError(f"{path}: no such file or folder")
-    if not found:
-        raise DlxError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
-    return found
-
-
-def load_image(path: Path, channels: int, size: int) -> torch.Tensor:
-    """uint8 [channels, size, size]: shorter side resized to ``size``, center crop; an unreadable file is a DlxError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            w, h = im.size
-            if (w, h) != (size, size):
-                scale = size / min(w, h)
-                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - size) // 2, (h - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DlxError(f"{path}: not a readable image ({first_line(e)})") from None
-    return data.view(size, size, channels).permute(2, 0, 1).contiguous()
+from dlx.data.images import image_files, load_image
+from dlx.errors import DlxError
 
 
 def predict(target: str | Path, paths: list[Path], *, top: int = 3, checkpoint: str = "best") -> list[dict[str, Any]]:
@@ -68,7 +31,9 @@ def predict(target: str | Path, paths: list[Path], *, top: int = 3, checkpoint: 
     _, setup = load_trained(target, checkpoint)
     cfg = setup.config
     data = setup.data
-    images = torch.stack([load_image(f, data.in_channels, data.image_size) for f in files]).to(setup.device)
+    images = torch.stack([load_image(f, data.in_channels, data.image_size, cfg.data.resize) for f in files]).to(
+        setup.device
+    )
     split = Split(images, torch.zeros(len(files), dtype=torch.long, device=setup.device))
     batches = batches_for(cfg, data, split)  # the run's normalization, evaluation batches
     amp = AMP_DTYPES[cfg.train.precision]

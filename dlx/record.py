@@ -58,6 +58,8 @@ class RunRecorder:
             **provenance.describe(setup.device, cfg.source_file),
             **setup.transfer.summary(),
         }
+        if setup.data.source is not None:  # your own images: where from, how split, what was skipped, mean/std
+            self.summary["data"] = setup.data.source
         self.resume = resume
         self.writes = setup.world.main  # with several processes, rank 0 alone writes the run folder
 

@@ -80,7 +80,11 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
         with sigterm_as_interrupt():
             recorder.start(cfg.to_yaml(), state, checkpoints.previous_world_size)
             reporter.start(cfg, setup, run, state.epoch)
-            for line in [*setup.transfer.lines(), *resume_lines(checkpoints.previous_world_size, setup)]:
+            for line in [
+                *setup.data.notes,
+                *setup.transfer.lines(),
+                *resume_lines(checkpoints.previous_world_size, setup),
+            ]:
                 reporter.note(line)
             if cfg.train.compile:
                 extra["compile_seconds"] = recorder.summary["compile_seconds"] = compile_now(setup, loop)

@@ -194,7 +194,7 @@ def test_expected_files_match_torchvision() -> None:
         listed = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         assert set(EXPECTED_FILES[name]) == {f"{cls.base_folder}/{f}" for f in listed}
     assert set(EXPECTED_FILES["svhn"]) == {tvd.SVHN.split_list[s][1] for s in ("train", "test")}
-    assert set(EXPECTED_FILES) | {"mnist"} == set(DATASETS.names())
+    assert set(EXPECTED_FILES) | {"mnist", "folder", "csv"} == set(DATASETS.names())
 
 
 def test_missing_dataset_without_download(tmp_path: Path) -> None:
@@ -267,7 +267,7 @@ def test_unreadable_files_are_a_one_line_error(tmp_path: Path) -> None:
 def test_unknown_dataset_suggests_closest() -> None:
     with pytest.raises(DlxError, match="did you mean 'mnist'") as err:
         load_dataset("mnst")
-    assert "valid: cifar10, cifar100, fashion_mnist, kmnist, mnist, svhn" in str(err.value)
+    assert "valid: cifar10, cifar100, csv, fashion_mnist, folder, kmnist, mnist, svhn" in str(err.value)
 
 
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,6 +25,11 @@ class ImageData:
     classes: list[str]
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
+    # A dataset that brings its own validation split (an image folder's val/); None: held out of train (val_size).
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    source: dict[str, Any] | None = None  # what the run records of where the images came from (summary.json: data)
+    notes: list[str] = field(default_factory=list)  # lines the run prints when it starts (skipped files, held out)
 
     @property
     def in_channels(self) -> int:
@@ -39,7 +45,8 @@ class ImageData:
         return len(self.classes)
 
 
-DATASETS: Registry[Callable[[Path, bool], ImageData]] = Registry("dataset")
+# A loader: (the data folder, whether it may download, the experiment's data section) -> ImageData.
+DATASETS: Registry[Callable[[Path, bool, Any], ImageData]] = Registry("dataset")
 
 
 def default_data_dir() -> Path:

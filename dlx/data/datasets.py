@@ -24,6 +24,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+import dlx.data.own_images  # noqa: F401  (registers folder and csv)
 from dlx.data.base import DATASETS, ImageData, default_data_dir
 from dlx.download import socket_timeout
 from dlx.errors import DlxError
@@ -48,11 +49,29 @@ EXPECTED_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> ImageData:
-    """Load a registered dataset; ``data_dir`` defaults to :func:`default_data_dir`."""
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = True, options: Any = None
+) -> ImageData:
+    """Load a registered dataset; ``data_dir`` defaults to :func:`default_data_dir`; ``options``: the experiment's
+    data section (what folder and csv read: path, image_size, ...)."""
     loader = DATASETS.get(name)  # unknown names: DlxError listing the valid ones
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return loader(root.absolute(), download)
+    return loader(root.absolute(), download, options)
+
+
+# The data keys that change which images load_data returns (batching and normalization do not).
+LOADING_KEYS = ("dataset", "data_dir", "path", "image_size", "channels", "resize", "on_bad_image", "test_fraction",
+                "split_seed")  # fmt: skip
+
+
+def data_identity(options: Any) -> str:
+    """Two data sections with equal identities load the same images: a sweep loads them once."""
+    return repr(tuple(getattr(options, k) for k in LOADING_KEYS))
+
+
+def load_data(options: Any, download: bool | None = None) -> ImageData:
+    """The dataset an experiment's ``data:`` section describes; ``download`` overrides data.download."""
+    return load_dataset(options.dataset, options.data_dir, options.download if download is None else download, options)
 
 
 # --- MNIST, shipped with the package -------------------------------------------------------------
@@ -97,7 +116,7 @@ def _mnist_split(folder: Traversable, prefix: str) -> tuple[torch.Tensor, torch.
 
 
 @DATASETS.register("mnist")
-def mnist(root: Path, download: bool) -> ImageData:
+def mnist(root: Path, download: bool, options: Any = None) -> ImageData:
     """MNIST handwritten digits, 28x28 grayscale, 10 classes (shipped with dlx, no download)."""
     folder = files("dlx.data") / "mnist"  # works from a source checkout and from an installed wheel
     train_images, train_labels = _mnist_split(folder, "train")
@@ -242,25 +261,25 @@ def _cifar(
 
 
 @DATASETS.register("fashion_mnist")
-def fashion_mnist(root: Path, download: bool) -> ImageData:
+def fashion_mnist(root: Path, download: bool, options: Any = None) -> ImageData:
     """Fashion-MNIST clothing, 28x28 grayscale, 10 classes (torchvision)."""
     return _mnist_family("fashion_mnist", "FashionMNIST", root, download, mean=0.2860, std=0.3530)
 
 
 @DATASETS.register("kmnist")
-def kmnist(root: Path, download: bool) -> ImageData:
+def kmnist(root: Path, download: bool, options: Any = None) -> ImageData:
     """Kuzushiji-MNIST cursive Japanese, 28x28 grayscale, 10 classes (torchvision)."""
     return _mnist_family("kmnist", "KMNIST", root, download, mean=0.1918, std=0.3483)
 
 
 @DATASETS.register("cifar10")
-def cifar10(root: Path, download: bool) -> ImageData:
+def cifar10(root: Path, download: bool, options: Any = None) -> ImageData:
     """CIFAR-10 objects, 32x32 colour, 10 classes (torchvision)."""
     return _cifar("cifar10", "CIFAR10", root, download, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
 @DATASETS.register("cifar100")
-def cifar100(root: Path, download: bool) -> ImageData:
+def cifar100(root: Path, download: bool, options: Any = None) -> ImageData:
     """CIFAR-100 objects, 32x32 colour, 100 fine classes (torchvision)."""
     return _cifar("cifar100", "CIFAR100", root, download, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
@@ -270,7 +289,7 @@ def _has_scipy() -> bool:
 
 
 @DATASETS.register("svhn")
-def svhn(root: Path, download: bool) -> ImageData:
+def svhn(root: Path, download: bool, options: Any = None) -> ImageData:
     """SVHN street-view house numbers, 32x32 colour, 10 classes (torchvision; needs scipy)."""
     if not _has_scipy():  # torchvision reads the .mat files with scipy.io
         raise DlxError("SVHN needs scipy: pip install scipy")

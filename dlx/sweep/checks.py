@@ -19,12 +19,12 @@ def inspect_cells(sweep: Sweep) -> None:
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
     from dlx.build import build_initialized_model, check_training, split_data
-    from dlx.data.datasets import load_dataset
+    from dlx.data.datasets import data_identity, load_data
     from dlx.devices import resolve_device
     from dlx.modelinfo import count_parameters, flops_per_image
     from dlx.sweep.pool import gpus_needed, sweep_gpus
 
-    datasets: dict[tuple[str, str | None], Any] = {}
+    datasets: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     gpus = sweep_gpus(sweep)
     for cell in sweep.cells:
@@ -36,9 +36,9 @@ def inspect_cells(sweep: Sweep) -> None:
             continue
         try:
             resolve_device(cfg.train.device)
-            key = (cfg.data.dataset, cfg.data.data_dir)
+            key = data_identity(cfg.data)
             if key not in datasets:
-                datasets[key] = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+                datasets[key] = load_data(cfg.data)
             data = datasets[key]
             train, _, _ = split_data(data, cfg)
             model = build_initialized_model(cfg, data)
