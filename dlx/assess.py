@@ -68,7 +68,7 @@ def load_trained(
     if changes:
         cfg = config_from_dict(apply_overrides(cfg.to_dict(), changes), str(trained.run.config_path))
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
-    setup = prepare(cfg, download=False, device=device)
+    setup = prepare(cfg, download=False, device=device, measuring=True)
     state = load_checkpoint(trained.checkpoint, map_location=setup.device).get("model")
     if not isinstance(state, dict):
         raise DlxError(f"{trained.checkpoint}: holds no model weights")

@@ -131,15 +131,21 @@ def build_initialized_model(cfg: ExperimentConfig, data: ImageData) -> nn.Module
 
 
 def prepare(
-    cfg: ExperimentConfig, *, download: bool | None = None, world: World = SINGLE, device: torch.device | None = None
+    cfg: ExperimentConfig,
+    *,
+    download: bool | None = None,
+    world: World = SINGLE,
+    device: torch.device | None = None,
+    measuring: bool = False,
 ) -> Setup:
     """Everything a run needs, checked; ``download=False`` (--dry-run) never fetches or creates a data folder.
 
     ``world``: this process's place when several train together (its device is LOCAL_RANK's GPU). ``device``
     overrides where the data and model go (the launcher checks a run on the CPU before starting processes).
+    ``measuring`` (eval): a 16-bit precision this CPU only emulates is allowed; it is slow, not wrong.
     """
     target = device_for(cfg, world)
-    check_device_settings(cfg, target, probe_gpu=device is None)
+    check_device_settings(cfg, target, probe_gpu=device is None, slow_ok=measuring)
     device = device or target
     data = load_data(cfg.data, download)
     train, val, test = split_data(data, cfg)

@@ -64,18 +64,23 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def check_device_settings(cfg: ExperimentConfig, device: torch.device, probe_gpu: bool = True) -> None:
+def check_device_settings(
+    cfg: ExperimentConfig, device: torch.device, probe_gpu: bool = True, slow_ok: bool = False
+) -> None:
     """Settings that depend on the machine: 16-bit precision and synchronized batch norm.
 
     ``probe_gpu=False`` skips what would start CUDA in this process (a launcher's check: its processes probe).
+    ``slow_ok`` (a measurement, not training): 16-bit precision a CPU only emulates is allowed.
     """
     label = cfg.source_file or cfg.name
     precision = cfg.train.precision
-    if device.type == "cpu" and precision == "fp16":
+    if slow_ok and device.type == "cpu":
+        pass
+    elif device.type == "cpu" and precision == "fp16":
         raise ConfigError([f"{label}: train.precision: 'fp16' on CPU is refused: CPUs have no fast fp16 "
                            "arithmetic (it ran ~90x slower than fp32: benchmarks/bench_precision.py); use 'bf16' "
                            "on a CPU with AVX512-BF16 or AMX, or 'fp32'"])  # fmt: skip
-    if device.type == "cpu" and precision == "bf16" and not native_cpu_bf16():
+    elif device.type == "cpu" and precision == "bf16" and not native_cpu_bf16():
         raise ConfigError([f"{label}: train.precision: 'bf16' on this CPU is refused: it has neither AVX512-BF16 "
                            "nor AMX, so bf16 is emulated and slower than fp32; use 'fp32'"])  # fmt: skip
     gpu_bf16 = device.type == "cuda" and probe_gpu and torch.cuda.is_bf16_supported(including_emulation=False)

@@ -47,10 +47,11 @@ def test_eval_reproduces_the_recorded_test_and_validation_figures(trained: dict)
     assert last["checkpoint"].endswith("last.pt")
 
 
-@pytest.mark.skipif(not __import__("dlx.devices").devices.native_cpu_bf16(), reason="this CPU has no native bf16")
-def test_eval_in_bf16_measures_the_same_weights_in_16_bits(trained: dict) -> None:
-    r = evaluate_run(trained["run_dir"], precision="bf16", pictures=False)
-    assert r["precision"] == "bf16" and r["folder"].endswith("test-best-bf16")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_eval_in_16_bits_measures_the_same_weights_on_any_cpu(trained: dict, precision: str) -> None:
+    """Training refuses 16 bits a CPU only emulates (slow); a measurement of the same weights is allowed."""
+    r = evaluate_run(trained["run_dir"], precision=precision, pictures=False)
+    assert r["precision"] == precision and r["folder"].endswith(f"test-best-{precision}")
     assert abs(r["acc"] - trained["test_acc"]) <= 0.02
 
 
