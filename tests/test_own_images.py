@@ -145,7 +145,7 @@ def test_the_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path: Path,
     def no_decoding(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(own_images, "decode_image", no_decoding)
+    monkeypatch.setattr(own_images, "decode_array", no_decoding)
     second = load_data(options(root))
     assert "read from cache" in second.notes[0]
     assert torch.equal(first.train_images, second.train_images) and torch.equal(first.test_labels, second.test_labels)

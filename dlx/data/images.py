@@ -27,9 +27,9 @@ RESIZE_MODES = ("crop", "stretch")
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
-def is_image_file(path: Path) -> bool:
-    """An image by its suffix (case-insensitive) and not hidden (``._x.png`` of macOS, ``.DS_Store``)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+def is_image_name(name: str) -> bool:
+    """An image file name by its suffix (case-insensitive), not hidden (``._x.png`` of macOS, ``.DS_Store``)."""
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -37,7 +37,7 @@ def image_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
         elif path.is_file():
             found.append(path)
         else:
@@ -57,9 +57,11 @@ class Decoded:
     gray: bool  # the file itself has no colour
 
 
-def decode_image(path: Path, size: int, *, channels: int | None = None, resize: str = "crop") -> Decoded:
-    """The file as uint8 [C, size, size]; C = ``channels``, or for None 3 (RGB, gray images replicated, ``gray``
-    says so). Raises BadImage with the reason."""
+def decode_array(
+    path: Path, size: int, *, channels: int | None = None, resize: str = "crop"
+) -> tuple[np.ndarray, bool]:
+    """The file as a uint8 array [size, size] (channels 1) or [size, size, 3] (3, or None: RGB with gray images
+    replicated), and whether the file itself is gray. Raises BadImage with the reason."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if resize not in RESIZE_MODES:
@@ -76,9 +78,14 @@ def decode_image(path: Path, size: int, *, channels: int | None = None, resize: 
                     im = ImageOps.fit(im, (size, size), method=Image.BILINEAR)
                 else:
                     im = im.resize((size, size), Image.BILINEAR)
-            pixels = np.asarray(im)
+            return np.asarray(im), gray
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImage(first_line(e) or type(e).__name__) from None
+
+
+def decode_image(path: Path, size: int, *, channels: int | None = None, resize: str = "crop") -> Decoded:
+    """:func:`decode_array` as a CHW tensor."""
+    pixels, gray = decode_array(path, size, channels=channels, resize=resize)
     t = torch.from_numpy(pixels.copy())
     return Decoded(t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous(), gray)
 

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlx.data.images import IMAGE_SUFFIXES, is_image_file
+from dlx.data.images import IMAGE_SUFFIXES, is_image_name
 from dlx.errors import DlxError
 
 SPLITS = ("train", "val", "test")
@@ -54,12 +54,14 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _images_below(folder: Path) -> list[str]:
-    """Image files below ``folder`` (recursively, following links as ImageFolder does), relative, sorted."""
+def _images_below(folder: Path, root: Path) -> list[str]:
+    """Image files below ``folder`` (recursively, following links as ImageFolder does), relative to ``root``,
+    sorted. Plain strings: a folder of 100,000 files is listed in a fraction of a second."""
     found = []
+    cut = len(str(root)) + 1
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [os.path.join(dirpath, f) for f in filenames if is_image_file(Path(f))]
+        found += [os.path.join(dirpath, f)[cut:] for f in filenames if is_image_name(f)]
     return sorted(found)
 
 
@@ -78,7 +80,7 @@ def list_folder(source: Path) -> Listing:
     listing = Listing("folder", source, source)
     found: dict[str, dict[str, list[str]]] = {}
     for split, folder in layout.items():
-        found[split] = {d.name: _images_below(d) for d in _class_dirs(folder)}
+        found[split] = {d.name: _images_below(d, source) for d in _class_dirs(folder)}
     listing.classes = [c for c, files in found["train"].items() if files]
     listing.empty = [_rel(source, layout["train"] / c) for c, files in found["train"].items() if not files]
     index = {c: i for i, c in enumerate(listing.classes)}
@@ -94,10 +96,9 @@ def list_folder(source: Path) -> Listing:
                     f"{_rel(source, layout[split] / name)} has images but train/ has no class {name!r} "
                     f"(train classes: {_names(listing.classes)})",
                 )
-            for f in files:
-                listing.files.append(_rel(source, Path(f)))
-                listing.labels.append(index[name])
-                listing.splits.append(SPLITS.index(split))
+            listing.files += files
+            listing.labels += [index[name]] * len(files)
+            listing.splits += [SPLITS.index(split)] * len(files)
     if not listing.files:
         where = layout["train"]
         raise _problem(source, f"no images ({', '.join(IMAGE_SUFFIXES)}) in class folders of {where}")
