@@ -157,7 +157,9 @@ def test_version_names_dlx_and_torch() -> None:
     assert result.output == f"dlx {expected} (torch {version('torch')})\n"
 
 
-@pytest.mark.parametrize("args", [["-h"], ["train", "-h"], ["sweep", "-h"], ["eval", "-h"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["-h"], ["train", "-h"], ["sweep", "-h"], ["eval", "-h"], ["schema", "-h"]], ids=" ".join
+)
 def test_dash_h_is_help_on_every_command(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
