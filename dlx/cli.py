@@ -1,6 +1,6 @@
 """The ``dlx`` command line: a thin Typer app. Heavy imports (torch) happen inside commands,
 so ``dlx --help`` is instant. The app and its shared helpers are in ``dlx.cli_app``; the commands for after
-training in ``dlx.cli_after``."""
+training in ``dlx.cli_after``; ``dlx schema`` in ``dlx.cli_tools``."""
 
 from __future__ import annotations
 
@@ -259,7 +259,7 @@ def profile(
     guarded(body)
 
 
-from dlx import cli_after  # noqa: E402, F401 - registers eval, export, predict, ensemble (after train, in --help)
+from dlx import cli_after, cli_tools  # noqa: E402, F401 - registers eval, export, predict, ensemble, schema
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
 """The ``dlx`` Typer app and what every command shares: one-line errors (``guarded``), the console.
 
-Commands live in ``dlx.cli`` (training, sweeps, comparisons, models) and ``dlx.cli_after`` (after training:
-eval, predict, export, ensemble); ``dlx.cli.main`` is the entry point.
+Commands live in ``dlx.cli`` (training, sweeps, comparisons, models), ``dlx.cli_after`` (after training:
+eval, predict, export, ensemble) and ``dlx.cli_tools`` (schema); ``dlx.cli.main`` is the entry point. The app
+itself answers ``--version``, ``-h`` (as ``--help``, on every command) and ``--install-completion``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -15,13 +16,44 @@ app = typer.Typer(
     name="dlx",
     help="Run and compare deep-learning image-classification experiments described in YAML.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 
 
+def version_text() -> str:
+    """``dlx 0.1.0 (torch 2.7.1)``: the installed dlx and torch, read from package metadata (torch not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        dlx_version = version("dlx")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        import dlx
+
+        dlx_version = getattr(dlx, "__version__", "unknown")
+    try:
+        torch_version = f"torch {version('torch')}"
+    except PackageNotFoundError:
+        torch_version = "torch not installed"
+    return f"dlx {dlx_version} ({torch_version})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show dlx's and torch's versions and exit."
+        ),
+    ] = False,
+) -> None:
     """Run and compare deep-learning image-classification experiments described in YAML."""
 
 

@@ -138,3 +138,40 @@ def test_dry_run_never_downloads_or_creates_a_data_folder(
     assert "(--dry-run downloads nothing)" in result.output
     assert not (tmp_path / "data").exists()
     assert not runs_dir.exists()
+
+
+# ---------------------------------------------------------------------------- --version, -h, completion
+
+
+def test_version_names_dlx_and_torch() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import dlx
+
+    try:
+        expected = version("dlx")
+    except PackageNotFoundError:  # a source tree never installed
+        expected = dlx.__version__
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"dlx {expected} (torch {version('torch')})\n"
+
+
+@pytest.mark.parametrize(
+    "args", [["-h"], ["train", "-h"], ["sweep", "-h"], ["eval", "-h"], ["schema", "-h"]], ids=" ".join
+)
+def test_dash_h_is_help_on_every_command(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Usage: dlx" in result.output and "--help" in result.output
+    assert result.output == runner.invoke(app, [*args[:-1], "--help"]).output
+
+
+def test_shell_completion_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    help_text = runner.invoke(app, ["--help"]).output
+    assert "--install-completion" in help_text and "--show-completion" in help_text
+    # Read when the app becomes a click command: --show-completion then takes the shell's name.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="dlx")
+    assert result.exit_code == 0, result.output
+    assert "_DLX_COMPLETE=complete_bash" in result.output and "complete " in result.output
