@@ -259,7 +259,7 @@ def profile(
     guarded(body)
 
 
-from dlx import cli_after, cli_runs  # noqa: E402, F401 - registers eval, export, predict, ensemble; runs
+from dlx import cli_after, cli_runs  # noqa: E402, F401 - registers eval, export, predict, ensemble; runs, augment
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The ``dlx`` Typer app and what every command shares: one-line errors (``guarded``), the console.
 
 Commands live in ``dlx.cli`` (training, sweeps, comparisons, models), ``dlx.cli_after`` (after training:
-eval, predict, export, ensemble) and ``dlx.cli_runs`` (runs: list, rm, clean-checkpoints); ``dlx.cli.main`` is the entry point.
+eval, predict, export, ensemble) and ``dlx.cli_runs`` (runs: list, rm, clean-checkpoints; augment); ``dlx.cli.main`` is the entry point.
 """
 
 from __future__ import annotations

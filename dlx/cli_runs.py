@@ -1,5 +1,6 @@
-"""``dlx`` commands for the runs folder: ``dlx runs`` (list), ``runs rm``, ``runs clean-checkpoints``. Registered on
-``dlx.cli_app.app``; the work is in ``dlx.manage``."""
+"""``dlx`` commands for the runs folder: ``dlx runs`` (list), ``runs rm``, ``runs clean-checkpoints``; and
+``dlx augment`` (a picture of the augmentation). Registered on ``dlx.cli_app.app``; the work is in
+``dlx.manage`` and ``dlx.augment_view``."""
 
 from __future__ import annotations
 
@@ -263,3 +264,41 @@ def clean_checkpoints(
              f"({freed:,} bytes)")  # fmt: skip
 
     guarded(body)
+
+
+@app.command()
+def augment(
+    config: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    n: Annotated[int, typer.Option("--n", min=1, max=1024, help="training images shown")] = 32,
+    output: Annotated[Path | None, typer.Option(help="the PNG file (default runs/<name>/augment.png)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: --set augment.rotate=15")] = None,
+) -> None:
+    """Draw training images before (top) and after (below) the experiment's augmentation, the book's figure 8-4."""
+
+    def body() -> None:
+        from dlx.augment_view import NO_AUGMENTATION, write_augment_picture
+        from dlx.config import load_config
+
+        cfg = load_config(config, set_ or [])
+        target = output if output is not None else Path(cfg.output.runs_dir) / cfg.name / "augment.png"
+        _check_output_file(target, "--output" if output is not None else None)
+        r = write_augment_picture(cfg, n, target)
+        if r["augmentation"] is None:
+            _err(f"{NO_AUGMENTATION}: after is the same as before")
+        _err(f"wrote {r['path']} ({r['images']} images, {r['width']}x{r['height']} pixels)")
+
+    guarded(body)
+
+
+def _check_output_file(path: Path, option: str | None) -> None:
+    """A file can be written at ``path``: it is not a folder, nor below a file; checked before anything is drawn."""
+    from dlx.errors import DlxError
+
+    label = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise DlxError(f"{label}: is a folder; give a file name{'' if option else ' with --output'}")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise DlxError(f"{label}: {folder} is not a folder")
+            return
