@@ -259,7 +259,7 @@ def profile(
     guarded(body)
 
 
-from dlx import cli_after, cli_tools  # noqa: E402, F401 - registers eval, export, predict, ensemble, schema
+from dlx import cli_after, cli_runs, cli_tools  # noqa: E402, F401 - registers eval, export, predict, ensemble; runs, augment; schema
 
 
 def main() -> None:

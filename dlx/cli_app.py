@@ -1,8 +1,9 @@
 """The ``dlx`` Typer app and what every command shares: one-line errors (``guarded``), the console.
 
 Commands live in ``dlx.cli`` (training, sweeps, comparisons, models), ``dlx.cli_after`` (after training:
-eval, predict, export, ensemble) and ``dlx.cli_tools`` (schema); ``dlx.cli.main`` is the entry point. The app
-itself answers ``--version``, ``-h`` (as ``--help``, on every command) and ``--install-completion``.
+eval, predict, export, ensemble), ``dlx.cli_runs`` (runs: list, rm, clean-checkpoints; augment) and ``dlx.cli_tools``
+(schema); ``dlx.cli.main`` is the entry point. The app itself answers ``--version``, ``-h`` (as ``--help``, on
+every command) and ``--install-completion``.
 """
 
 from __future__ import annotations
