@@ -146,6 +146,8 @@ def prepare(
     """
     target = device_for(cfg, world)
     check_device_settings(cfg, target, probe_gpu=device is None, slow_ok=measuring)
+    if not measuring:
+        check_loggers(cfg)
     device = device or target
     data = load_data(cfg.data, download)
     train, val, test = split_data(data, cfg)
@@ -200,6 +202,16 @@ def batches_for(
 # A schedule is stepped through the whole run before training (at most this many steps) to find settings that
 # fail or make the rate infinite late in the run (OneCycle with too few steps divides by zero at its turn).
 SIMULATED_STEPS = 200_000
+
+
+def check_loggers(cfg: ExperimentConfig) -> None:
+    """output.loggers' packages are installed: one line naming the extra otherwise (before data is loaded)."""
+    from dlx.trackers import check_trackers
+
+    try:
+        check_trackers(cfg.output.loggers)
+    except DlxError as e:
+        raise ConfigError([f"{cfg.source_file or cfg.name}: {e}"]) from None
 
 
 def check_training(

@@ -151,6 +151,9 @@ def compare(
     samples: Annotated[
         bool, typer.Option("--samples", help="two runs: galleries of the test images one gets right, the other wrong")
     ] = False,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="write one TensorBoard event folder per run here (needs dlx[tensorboard])")
+    ] = None,
 ) -> None:
     """Compare runs: a table of size, cost, accuracy and over/underfitting; CSV/Markdown/JSON; pictures."""
 
@@ -174,7 +177,7 @@ def compare(
             return
         result = compare(
             list(paths), where=where, sort=sort, descending=desc, top=top, columns=columns, group=group,
-            output=output,
+            output=output, tensorboard=tensorboard,
         )  # fmt: skip
         names = sorted({str(r.summary.get("name")) for r in result.runs})
         title = f"{len(result.rows)} configurations from {len(result.runs)} runs"

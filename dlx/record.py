@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from dlx import provenance
 from dlx.build import global_batch, lr_factor
 from dlx.diagnose import diagnose
-from dlx.runs import Run
+from dlx.runs import METRICS_STEPS, Run
+from dlx.trackers import open_trackers
 
 if TYPE_CHECKING:
     from dlx.build import Setup
 
 # Kept from the run's first process when it is resumed: where and from what the run was made.
-KEPT_ON_RESUME = ("started_at", "git", "experiment_file", "argv", "cwd")
+KEPT_ON_RESUME = ("started_at", "git", "experiment_file", "argv", "cwd", "loggers")
 
 
 def now() -> str:
@@ -28,7 +29,7 @@ def now() -> str:
 
 
 class RunRecorder:
-    def __init__(self, run: Run, setup: Setup, *, resume: bool = False) -> None:
+    def __init__(self, run: Run, setup: Setup, *, resume: bool = False, note: Any = print) -> None:
         cfg = setup.config
         self.run = run
         self.wall_start = time.perf_counter()
@@ -62,6 +63,9 @@ class RunRecorder:
             self.summary["data"] = setup.data.source
         self.resume = resume
         self.writes = setup.world.main  # with several processes, rank 0 alone writes the run folder
+        self.steps: list[dict[str, Any]] = []  # metrics_steps.jsonl: a row every train.log_every steps
+        self.config = cfg.to_dict()
+        self.trackers = open_trackers(cfg.output.loggers if self.writes else [], note=note)
 
     def start(self, config_yaml: str, state: Any, previous_world_size: int | None = None) -> None:
         """The first write of this process: config.yaml for a new run, or the resume note; then summary.json."""
@@ -76,15 +80,23 @@ class RunRecorder:
                 note["previous_world_size"] = previous_world_size
             self.summary["resumed"] = [*previous.get("resumed", []), note]
             self.run.write_metrics(state.history)  # drop rows of an epoch the interrupted process did not checkpoint
+            self.steps = [r for r in self.run.read_metrics(METRICS_STEPS) if r.get("step", 0) <= state.step]
+            self.run.write_step_metrics(self.steps)
         else:
             self.run.write_config(config_yaml)
+        if self.trackers:
+            self.summary["loggers"] = self.trackers.start(self.run.path, self.config, self.summary, state.step)
         self.run.write_summary(self.summary)
 
-    def epoch_done(self, state: Any) -> None:
+    def epoch_done(self, state: Any, steps: list[dict[str, Any]] | None = None) -> None:
+        """After an epoch's checkpoint: the metrics files, summary.json, then the trackers."""
         self.summary["epochs_completed"] = state.epoch
         if self.writes:
+            self.steps += steps or []
             self.run.write_metrics(state.history)
+            self.run.write_step_metrics(self.steps)
             self.run.write_summary(self.summary)
+            self.trackers.log(steps or [], state.history[-1], state.step)
 
     def finish(self, status: str, state: Any, saved_epochs: int, **extra: Any) -> dict[str, Any]:
         """Write the final status with everything measured; returns the summary.
@@ -109,4 +121,5 @@ class RunRecorder:
         s["diagnosis"] = diagnose(history, num_classes=s["num_classes"])
         if self.writes:
             self.run.write_summary(s)
+            self.trackers.finish(status, s, self.run.path)
         return s

@@ -154,6 +154,7 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+METRICS_STEPS = "metrics_steps.jsonl"  # a row every train.log_every steps
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 RUN_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_JSONL)  # any of them makes a folder a run folder
@@ -237,10 +238,16 @@ class Run:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         write_text_atomic(self.path / METRICS_CSV, buf.getvalue())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
+    def read_metrics(self, name: str = METRICS_JSONL) -> list[dict[str, Any]]:
+        """metrics.jsonl's rows (``name=METRICS_STEPS``: metrics_steps.jsonl's); none when the file is missing."""
+        path = self.path / name
+        if not path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write_step_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics_steps.jsonl whole, like metrics.jsonl: equal to what the checkpoint's steps produced."""
+        write_text_atomic(self.path / METRICS_STEPS, "".join(json.dumps(row) + "\n" for row in rows))
 
     # --- exclusive use
     @property
@@ -376,7 +383,7 @@ def reset_run(run: Run) -> None:
     A stale best.pt would otherwise be loaded for the test of a run that never improved on it.
     """
     shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-    for name in (METRICS_JSONL, METRICS_CSV):
+    for name in (METRICS_JSONL, METRICS_CSV, METRICS_STEPS):
         (run.path / name).unlink(missing_ok=True)
 
 

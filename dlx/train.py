@@ -73,8 +73,8 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                                classes=setup.data.classes, world=world, steps_per_epoch=loop.steps_per_epoch,
                                lr_factor=loop.lr_factor)  # fmt: skip
     state = State(**checkpoints.restore(setup.device)) if resume else State()
-    recorder = RunRecorder(run, setup, resume=resume)
     reporter = Reporter(quiet=quiet, silent=not world.main)  # one process prints: rank 0
+    recorder = RunRecorder(run, setup, resume=resume, note=reporter.alert)
     status, extra = "failed", {}
     try:
         with sigterm_as_interrupt():
@@ -90,14 +90,15 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                 extra["compile_seconds"] = recorder.summary["compile_seconds"] = compile_now(setup, loop)
                 reporter.note(f"torch.compile: {extra['compile_seconds']:.1f} s (not counted in any epoch's images/s)")
             for epoch in range(state.epoch, cfg.train.epochs):
-                row = train_one_epoch(setup, loop, state, epoch, reporter)
+                steps: list[dict[str, Any]] = []
+                row = train_one_epoch(setup, loop, state, epoch, reporter, steps)
                 improved = measure(setup, loop, state, row, epoch)
                 if improved:
                     checkpoints.save_best(epoch + 1, row)
                 state.epoch = epoch + 1
                 state.history.append(row)
                 checkpoints.save_last(state.__dict__)
-                recorder.epoch_done(state)
+                recorder.epoch_done(state, steps)
                 reporter.epoch_end(row, improved)
                 if stop_early(cfg.train.early_stopping, state, reporter):
                     extra["early_stopped"] = True
@@ -129,8 +130,18 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     return summary
 
 
-def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, reporter: Reporter) -> dict[str, Any]:
+def train_one_epoch(
+    setup: Setup,
+    loop: Training,
+    state: State,
+    epoch: int,
+    reporter: Reporter,
+    steps: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One pass over the training split; returns the epoch's row (running figures, mean lr, speed).
+
+    ``steps`` receives a row every train.log_every steps (metrics_steps.jsonl): the figures of the steps since
+    the previous row, read at the moment the loop reads them anyway (for the progress line and divergence).
 
     Each optimizer step adds up the gradients of ``train.grad_accum`` micro-batches; with several processes
     DDP all-reduces them once per step (``no_sync`` for the others). Figures are summed over all processes.
@@ -142,13 +153,15 @@ def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, repo
     setup.transfer.train_mode(model)  # model.train(), but frozen batch norms keep their statistics
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, lr_sum, steps = 0, 0.0, loop.steps_per_epoch
-    reporter.epoch_start(epoch, steps)
+    seen, lr_sum, steps_per_epoch = 0, 0.0, loop.steps_per_epoch
+    reporter.epoch_start(epoch, steps_per_epoch)
     synchronize(device)
     t0 = time.perf_counter()
+    logged = (0.0, 0, 0, t0)  # loss sum, correct, images, time at the previous step row
     batches = iter(loop.train)
-    for i in range(steps):
-        lr_sum += loop.optimizer.param_groups[0]["lr"]  # the rate this step trains with
+    for i in range(steps_per_epoch):
+        lr = loop.optimizer.param_groups[0]["lr"]  # the rate this step trains with
+        lr_sum += lr
         loop.optimizer.zero_grad(set_to_none=True)
         for k in range(accum):
             x, y = next(batches)
@@ -172,12 +185,17 @@ def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, repo
         loop.scaler.update()
         loop.schedule.after_step()
         state.step += 1
-        if (i + 1) % cfg.train.log_every == 0 or i + 1 == steps:
+        if (i + 1) % cfg.train.log_every == 0 or i + 1 == steps_per_epoch:
             total_loss, total_correct, total_seen = world.sum(loss_sum, correct, seen, device=device)
             mean_loss = total_loss / total_seen  # every rank sees the same figure: all stop together if it diverged
             check_loss(mean_loss, setup.data.num_classes, cfg.train.precision, f"epoch {epoch + 1}, step {i + 1}",
                        loop.optimizer.param_groups[0]["lr"])  # fmt: skip
-            reporter.step(i + 1, mean_loss, total_correct / total_seen, total_seen / (time.perf_counter() - t0))
+            now = time.perf_counter()
+            reporter.step(i + 1, mean_loss, total_correct / total_seen, total_seen / (now - t0))
+            if steps is not None:
+                steps.append(step_row(state.step, epoch + (i + 1) / steps_per_epoch, lr,
+                                      (total_loss, total_correct, total_seen, now), logged))  # fmt: skip
+                logged = (total_loss, total_correct, total_seen, now)
     synchronize(device)
     seconds = time.perf_counter() - t0
     state.train_seconds += seconds
@@ -190,10 +208,17 @@ def train_one_epoch(setup: Setup, loop: Training, state: State, epoch: int, repo
         "val_acc": None,
         "running_loss": total_loss / total_seen,  # train mode, as the weights moved: dropout and augmentation on
         "running_acc": total_correct / total_seen,
-        "lr": lr_sum / steps,  # the mean rate of the epoch's steps (first parameter group)
+        "lr": lr_sum / steps_per_epoch,  # the mean rate of the epoch's steps (first parameter group)
         "seconds": round(seconds, 3),
         "images_per_s": round(total_seen / seconds, 1),  # all processes together
     }
+
+
+def step_row(step: int, epoch: float, lr: float, now: tuple[Any, ...], before: tuple[Any, ...]) -> dict[str, Any]:
+    """metrics_steps.jsonl's row: the mean loss, accuracy and speed of the steps since ``before``."""
+    images = now[2] - before[2]
+    return {"step": step, "epoch": round(epoch, 4), "loss": (now[0] - before[0]) / images,
+            "acc": (now[1] - before[1]) / images, "lr": lr, "images_per_s": round(images / (now[3] - before[3]), 1)}  # fmt: skip
 
 
 def measure(setup: Setup, loop: Training, state: State, row: dict[str, Any], epoch: int) -> bool:

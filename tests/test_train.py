@@ -74,6 +74,10 @@ def test_checkpoints_load_with_weights_only(runs_dir: Path) -> None:
     assert best["epoch"] == 1
 
 
+def step_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics_steps.jsonl").read_text().splitlines()]
+
+
 class InterruptAt(Reporter):
     """Raise KeyboardInterrupt (as Ctrl-C would) at a given step of a given epoch."""
 
@@ -116,6 +120,12 @@ def test_resume_after_interrupt_equals_uninterrupted(runs_dir: Path, monkeypatch
     b = torch.load(Path(full["run_dir"]) / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["resumed"][0]["from_epoch"] == 1
+    # The step rows continue where the checkpoint stood: the interrupted epoch's rows are not doubled.
+    speedless = [{k: v for k, v in r.items() if k != "images_per_s"} for r in step_metrics(cut)]
+    assert speedless == [
+        {k: v for k, v in r.items() if k != "images_per_s"} for r in step_metrics(Path(full["run_dir"]))
+    ]
+    assert [r["step"] for r in speedless] == sorted({r["step"] for r in speedless})
 
 
 def test_resume_errors(runs_dir: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Runs that differ only by seed are one configuration: the table shows mean +- std and n. Broken,
 partial or foreign folders are listed as skipped with the reason; they never stop the comparison.
-No torch here: comparing a thousand runs takes a moment, not a GPU.
+No torch here (but for --tensorboard, torch's event writer): comparing a thousand runs takes a moment, not a GPU.
 
 Modules: ``records`` (run folders -> RunRecord / Skipped), ``table`` (columns, rows, filter, sort,
 formats) and ``plots`` (heat maps, learning curves, Pareto fronts; matplotlib, imported only when
@@ -42,10 +42,17 @@ def compare(
     columns: str | None = None,
     group: bool = True,
     output: str | Path | None = None,
+    tensorboard: str | Path | None = None,
 ) -> Comparison:
-    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures."""
-    if output is not None:
-        check_output_folder(output)  # a file in the way is an error now, not after reading every run
+    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures; ``tensorboard``:
+    one TensorBoard event folder per compared run below it (``tensorboard --logdir`` shows them side by side)."""
+    for folder, option in ((output, "--output"), (tensorboard, "--tensorboard")):
+        if folder is not None:
+            check_output_folder(folder, option=option)  # a file in the way is an error now, not after reading
+    if tensorboard is not None:
+        from dlx.trackers import check_trackers
+
+        check_trackers(["tensorboard"], key="--tensorboard")
     runs, skipped = load_runs(paths)
     runs = filter_runs(runs, where or [])
     rows = make_rows(runs, group=group)
@@ -66,4 +73,12 @@ def compare(
 
         # Heat maps and Pareto fronts show every configuration; the curves only the chosen (top-k) ones.
         pictures, notes = plots.draw_all(runs, rows, shown, Path(output))
+    if tensorboard is not None:
+        from dlx.trackers.tensorboard import replay_run  # torch's writer only when asked for
+
+        for r in runs:
+            replay_run(r.path, Path(tensorboard) / r.label)
+        notes.append(
+            f"wrote TensorBoard events of {len(runs)} runs to {tensorboard}: tensorboard --logdir {tensorboard}"
+        )
     return Comparison(runs, shown, cols, skipped, pictures, notes)

@@ -322,6 +322,16 @@ class OutputConfig(Section):
     runs_dir: str = "runs"
     gallery_size: int = Field(20, ge=0, description="misclassified test images shown in misclassified.png")
     plots: bool = True
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="trackers beside the run's files: tensorboard, mlflow, wandb (extras)"
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"got {v}; name each tracker once")
+        return v
 
 
 class ExperimentConfig(Section):

@@ -18,7 +18,7 @@ def inspect_cells(sweep: Sweep) -> None:
     model impossible, a validation split larger than the data, an unknown device are all reported
     before anything runs. (A run's summary has the final figures, e.g. after a transfer head swap.)
     """
-    from dlx.build import build_initialized_model, check_training, split_data
+    from dlx.build import build_initialized_model, check_loggers, check_training, split_data
     from dlx.data.datasets import data_identity, load_data
     from dlx.devices import resolve_device
     from dlx.modelinfo import count_parameters, flops_per_image
@@ -36,6 +36,7 @@ def inspect_cells(sweep: Sweep) -> None:
             continue
         try:
             resolve_device(cfg.train.device)
+            check_loggers(cfg)
             key = data_identity(cfg.data)
             if key not in datasets:
                 datasets[key] = load_data(cfg.data)
