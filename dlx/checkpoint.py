@@ -69,6 +69,14 @@ def _python_state() -> list[Any]:
     return [version, list(internal), gauss]
 
 
+def _epochs(config: Any) -> int | None:
+    """train.epochs of a config dict as checkpoints store it."""
+    try:
+        return int(config["train"]["epochs"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def state_dict_mismatches(own: dict[str, Any], other: dict[str, Any], limit: int = 3) -> str:
     """The first differences between a model's state dict and a saved one, as one line ('' when they fit)."""
     problems = []
@@ -115,6 +123,7 @@ class Checkpointer:
         self.world, self.steps_per_epoch, self.lr_factor = world, steps_per_epoch, lr_factor
         self.epoch = 0  # the epochs last.pt holds: what a resume would start from
         self.previous_world_size: int | None = None  # the processes that wrote last.pt, when a resume has others
+        self.extended_from: int | None = None  # the epochs last.pt was trained for, when a resume asks for more
 
     def save_last(self, state: dict[str, Any]) -> None:
         if self.world.main:
@@ -159,6 +168,11 @@ class Checkpointer:
             self.world.size,
             self.steps_per_epoch,
         )
+        # dlx train --resume RUN --set train.epochs=N: the schedule is rebuilt over the new length and put at
+        # the steps done (its saved state holds the old total).
+        before, now = _epochs(last.get("config")), _epochs(self.config)
+        self.extended_from = before if before is not None and before != now else None
+        reshaped = reshaped or self.extended_from is not None
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(last["model"])

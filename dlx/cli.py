@@ -38,13 +38,14 @@ def train(
 
         count = _devices(devices)
         if resume is not None:
-            if config is not None or set_ or dry_run or run_id:
+            if config is not None or dry_run or run_id:
                 raise DlxError(
-                    "--resume takes no experiment file, --set, --dry-run or --run-id: the run has its config"
+                    "--resume takes no experiment file, --dry-run or --run-id: the run has its config "
+                    "(--set train.epochs=N extends it)"
                 )
             from dlx.session import resume_run
 
-            summary = resume_run(resume, quiet=quiet, devices=count)
+            summary = resume_run(resume, quiet=quiet, devices=count, changes=set_ or [])
         else:
             if config is None:
                 raise DlxError("give an experiment file (dlx train experiments/mnist_deep.yaml) or --resume RUN_DIR")

@@ -67,7 +67,9 @@ class RunRecorder:
         self.config = cfg.to_dict()
         self.trackers = open_trackers(cfg.output.loggers if self.writes else [], note=note)
 
-    def start(self, config_yaml: str, state: Any, previous_world_size: int | None = None) -> None:
+    def start(
+        self, config_yaml: str, state: Any, previous_world_size: int | None = None, extended_from: int | None = None
+    ) -> None:
         """The first write of this process: config.yaml for a new run, or the resume note; then summary.json."""
         if not self.writes:
             return
@@ -78,6 +80,8 @@ class RunRecorder:
             note: dict[str, Any] = {"at": now(), "from_epoch": state.epoch, "world_size": self.summary["world_size"]}
             if previous_world_size is not None:
                 note["previous_world_size"] = previous_world_size
+            if extended_from is not None:
+                note["epochs"] = {"from": extended_from, "to": self.summary["epochs"]}
             self.summary["resumed"] = [*previous.get("resumed", []), note]
             self.run.write_metrics(state.history)  # drop rows of an epoch the interrupted process did not checkpoint
             self.steps = [r for r in self.run.read_metrics(METRICS_STEPS) if r.get("step", 0) <= state.step]

@@ -56,10 +56,13 @@ def start_run(
         run.release()
 
 
-def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | None = None) -> dict[str, Any]:
+def resume_run(
+    path: str | Path, *, quiet: bool = False, devices: int | str | None = None, changes: list[str] | None = None
+) -> dict[str, Any]:
     """Continue a run from checkpoints/last.pt; a completed run is reported, not retrained.
 
-    ``devices`` (--devices): how many processes continue it, whatever number trained it so far.
+    ``devices`` (--devices): how many processes continue it, whatever number trained it so far. ``changes``
+    (--set): only ``train.epochs=N``, more than the run has trained: a finished or interrupted run is extended.
     """
     from dlx.build import prepare
     from dlx.distributed import from_environment
@@ -69,10 +72,16 @@ def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | No
 
     run = open_run(path)
     summary = run.read_summary()
-    if summary.get("status") == "completed":
-        raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to resume")
-    cfg = load_run_config(run.config_path)
     world = from_environment()
+    cfg = load_run_config(run.config_path)
+    if changes:
+        if world is not None and world.distributed:
+            raise DlxError("--resume with --set under torchrun: extend the run once with dlx's own launcher "
+                           "(dlx train --resume RUN --set train.epochs=N --devices K)")  # fmt: skip
+        cfg = extend(run, cfg, summary, changes)
+    elif summary.get("status") == "completed":
+        raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to "
+                       "resume (train it longer with: --set train.epochs=N)")  # fmt: skip
     if world is not None and world.distributed:
         check_launcher(cfg, world, devices if devices is not None else 1)  # the run's own devices bind nothing here
         if run.last_checkpoint.exists():  # every rank reads the run folder to resume (a shared file system)
@@ -97,14 +106,38 @@ def resume_run(path: str | Path, *, quiet: bool = False, devices: int | str | No
         run.release()
 
 
+def extend(run: Run, cfg: ExperimentConfig, summary: dict[str, Any], changes: list[str]) -> ExperimentConfig:
+    """The run's config with more epochs, written to its config.yaml before training goes on."""
+    from dlx.config import apply_overrides, config_from_dict, parse_override
+
+    keys = [".".join(parse_override(c)[0]) for c in changes]
+    other = [k for k in keys if k != "train.epochs"]
+    if other:
+        raise DlxError(f"--resume --set {other[0]}: only train.epochs can change on a resume (the rest is what the "
+                       "run's checkpoint trained with); start a new run for other settings")  # fmt: skip
+    extended = config_from_dict(apply_overrides(cfg.to_dict(), changes), f"--resume {run.path}")
+    done = int(summary.get("epochs_completed") or 0)
+    if extended.train.epochs <= done:
+        raise DlxError(f"--set train.epochs={extended.train.epochs}: {run.path} has trained {done} epochs already; "
+                       "give more to extend it")  # fmt: skip
+    run.write_config(extended.to_yaml())
+    return extended
+
+
 def check_unchanged(run: Run, cfg: ExperimentConfig) -> None:
-    """A resume continues the run last.pt holds: a config.yaml edited since is an error listing what changed."""
+    """A resume continues the run last.pt holds: a config.yaml edited since is an error listing what changed.
+
+    More epochs than last.pt was trained for is an extension (--resume --set train.epochs=N), not a change.
+    """
     from dlx.checkpoint import load_checkpoint
 
     stored = load_checkpoint(run.last_checkpoint).get("config")
     if not isinstance(stored, dict):
         raise DlxError(f"--resume {run.path}: {run.last_checkpoint} holds no config; not a dlx last.pt")
     changed = config_differences(stored, cfg.to_dict())
+    before = (stored.get("train") or {}).get("epochs")
+    if isinstance(before, int) and cfg.train.epochs > before:
+        changed = [c for c in changed if not c.startswith("train.epochs:")]
     if changed:
         more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
         raise DlxError(

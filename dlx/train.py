@@ -78,12 +78,13 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
     status, extra = "failed", {}
     try:
         with sigterm_as_interrupt():
-            recorder.start(cfg.to_yaml(), state, checkpoints.previous_world_size)
+            recorder.start(cfg.to_yaml(), state, checkpoints.previous_world_size, checkpoints.extended_from)
             reporter.start(cfg, setup, run, state.epoch)
             for line in [
                 *setup.data.notes,
                 *setup.transfer.lines(),
                 *resume_lines(checkpoints.previous_world_size, setup),
+                *extension_lines(checkpoints.extended_from, setup, loop),
             ]:
                 reporter.note(line)
             if cfg.train.compile:
@@ -334,6 +335,18 @@ def resume_lines(previous_world_size: int | None, setup: Setup) -> list[str]:
     return [f"resuming a run trained on {previous_world_size} process(es) with {size}: global batch "
             f"{global_batch(cfg, previous_world_size)} -> {global_batch(cfg, size)}"
             + (" (optimizer.scale_lr rescales the rate)" if cfg.optimizer.scale_lr != "none" else "")]  # fmt: skip
+
+
+def extension_lines(extended_from: int | None, setup: Setup, loop: Training) -> list[str]:
+    """What --resume --set train.epochs=N changes, said once at the start (and in summary.json: resumed)."""
+    if extended_from is None:
+        return []
+    cfg = setup.config
+    schedule = cfg.schedule.name
+    what = ("the rate does not depend on the run's length" if schedule in ("none", "plateau")
+            else f"the {schedule} schedule now spans {cfg.train.epochs} epochs and continues where the run stands, "
+                 f"at lr {loop.optimizer.param_groups[0]['lr']:.3g}")  # fmt: skip
+    return [f"extending the run from {extended_from} to {cfg.train.epochs} epochs: {what}"]
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:

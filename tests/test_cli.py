@@ -117,7 +117,9 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path: Path, runs_dir: Path) -> None:
     assert summary["status"] == "interrupted"
     assert 1 <= summary["epochs_completed"] < 30
     result = runner.invoke(app, ["train", "--resume", str(runs_dir / "tiny" / "cut"), "-q", "--set", "x=1"])
-    assert result.exit_code == 1 and "--resume takes no experiment file" in result.output
+    assert result.exit_code == 1 and "--resume --set x: only train.epochs can change on a resume" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(runs_dir / "tiny" / "cut"), "-q", "--run-id", "x"])
+    assert result.exit_code == 1 and "--resume takes no experiment file, --dry-run or --run-id" in result.output
 
 
 def test_dry_run_never_downloads_or_creates_a_data_folder(
