@@ -4,9 +4,9 @@ Runs that differ only by seed are one configuration: the table shows mean +- std
 partial or foreign folders are listed as skipped with the reason; they never stop the comparison.
 No torch here (but for --tensorboard, torch's event writer): comparing a thousand runs takes a moment, not a GPU.
 
-Modules: ``records`` (run folders -> RunRecord / Skipped), ``table`` (columns, rows, filter, sort,
-formats) and ``plots`` (heat maps, learning curves, Pareto fronts; matplotlib, imported only when
-pictures are asked for). Neither records nor table imports plots.
+Modules: ``records`` (run folders -> RunRecord / Skipped), ``columns`` (what each column shows),
+``table`` (rows, filter, sort, formats) and ``plots`` (heat maps, learning curves, Pareto fronts;
+matplotlib, imported only when pictures are asked for). None of the others imports plots.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlx.compare.columns import parse_columns
 from dlx.compare.records import RunRecord, Skipped, load_runs
-from dlx.compare.table import FORMATS, Row, filter_runs, make_rows, parse_columns, print_table, render, sort_rows
+from dlx.compare.table import FORMATS, Row, filter_runs, make_rows, print_table, render, sort_rows
 from dlx.runs import check_output_folder
 
 __all__ = ["FORMATS", "Comparison", "Row", "RunRecord", "Skipped", "compare", "load_runs", "make_rows",

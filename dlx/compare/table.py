@@ -1,4 +1,4 @@
-"""The comparison table: columns, one row per configuration, ``--where``, ``--sort``, csv/markdown/json, rich.
+"""The comparison table: one row per configuration, ``--where``, ``--sort``, csv/markdown/json, rich.
 
 Runs that differ only by seed (and output folders) are one configuration: a row shows their mean,
 the std where they differ, and n.
@@ -12,10 +12,10 @@ import json
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlx.compare.columns import COLUMNS, MISSING, check_column, dotted
 from dlx.compare.records import RunRecord
 from dlx.config import flatten, parse_override
 from dlx.errors import ConfigError, DlxError
@@ -27,66 +27,7 @@ FORMATS = ("table", "csv", "markdown", "json")
 NOT_CONFIGURATION = ("seed", "output", "data.data_dir", "data.download")
 
 
-# ---------------------------------------------------------------------------- rows and columns
-
-
-def dotted(data: Any, key: str) -> Any:
-    """``data["a"]["b"]`` for ``a.b``; MISSING when absent."""
-    node = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    kind: str  # text | int | pct | gap | flops | seconds | rate | epochs | num
-    get: Callable[[RunRecord], Any]
-    numeric: bool = True
-
-
-def _model(r: RunRecord, key: str) -> Any:
-    value = (r.summary.get("model") or {}).get(key)
-    if value is None:
-        value = dotted(r.config, f"model.{key}")
-    return None if value is MISSING else value
-
-
-COLUMNS: dict[str, Column] = {
-    c.key: c
-    for c in (
-        Column("run", "run", "text", lambda r: r.label, numeric=False),
-        Column("model", "model", "text", lambda r: _model(r, "name"), numeric=False),
-        Column("width", "width", "num", lambda r: _model(r, "width")),
-        Column("depth", "depth", "num", lambda r: _model(r, "depth")),
-        Column("seed", "seed", "text", lambda r: r.summary.get("seed", r.config.get("seed")), numeric=False),
-        Column("params", "params", "int", lambda r: r.summary.get("parameters")),
-        Column("flops", "FLOPs", "flops", lambda r: r.summary.get("flops_per_image")),
-        Column("val_acc", "best val", "pct", lambda r: r.summary.get("best_val_acc")),
-        Column("test_acc", "test", "pct", lambda r: r.summary.get("test_acc")),
-        Column("gap", "gap", "gap", lambda r: r.diagnosis.get("gap")),
-        Column("fit", "fit", "text", lambda r: r.diagnosis.get("verdict"), numeric=False),
-        Column("epochs", "epochs", "epochs", lambda r: r.summary.get("epochs_completed")),
-        Column("wall", "wall", "seconds", lambda r: r.summary.get("wall_seconds")),
-        Column("img_s", "img/s", "rate", lambda r: r.summary.get("images_per_s")),
-        Column("status", "status", "text", lambda r: r.summary.get("status"), numeric=False),
-        Column("n", "n", "int", lambda r: 1),
-    )
-}
-DEFAULT_COLUMNS = ("run", "model", "width", "depth", "params", "flops", "val_acc", "test_acc", "gap", "fit",
-                   "epochs", "wall", "img_s", "status")  # fmt: skip
+# ---------------------------------------------------------------------------- rows
 
 
 @dataclass
@@ -251,23 +192,6 @@ def filter_runs(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
     return runs
 
 
-def _check_column(key: str, option: str) -> str:
-    if key not in COLUMNS:
-        hint = closest(key, list(COLUMNS))
-        lead = f"; did you mean {hint!r}?" if hint else ";"
-        raise DlxError(f"{option} {key!r}: unknown column{lead} columns: {', '.join(COLUMNS)}")
-    return key
-
-
-def parse_columns(spec: str | None, rows: list[Row]) -> list[str]:
-    if not spec:
-        cols = list(DEFAULT_COLUMNS)
-        if any(row.n > 1 for row in rows):
-            cols.insert(cols.index("status"), "n")
-        return cols
-    return [_check_column(c.strip(), "--columns") for c in spec.split(",") if c.strip()]
-
-
 def _natural(text: str) -> list[Any]:
     return [
         (0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
@@ -280,7 +204,7 @@ def sort_rows(rows: list[Row], key: str | None, descending: bool = False) -> lis
     if key is None:
         return sorted(rows, key=lambda r: (str(r.values.get("model")), finite(r.values.get("width")) or 0,
                                            finite(r.values.get("depth")) or 0, _natural(str(r.values["run"]))))  # fmt: skip
-    _check_column(key, "--sort")
+    check_column(key, "--sort")
     present = [r for r in rows if r.values.get(key) is not None]
     absent = [r for r in rows if r.values.get(key) is None]
     if COLUMNS[key].numeric:
