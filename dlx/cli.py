@@ -144,7 +144,10 @@ def compare(
     sort: Annotated[str | None, typer.Option(help="sort by a column, e.g. test_acc")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="sort descending")] = False,
     top: Annotated[int | None, typer.Option(min=1, help="only the first K rows (default order: best test acc)")] = None,
-    columns: Annotated[str | None, typer.Option(help="comma-separated columns, e.g. run,params,test_acc")] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="comma-separated columns or config keys, e.g. run,optimizer.name,params,test_acc"),
+    ] = None,
     group: Annotated[bool, typer.Option(help="one row per configuration (mean ± std over seeds)")] = True,
     format_: Annotated[str, typer.Option("--format", help="table, csv, markdown or json")] = "table",
     output: Annotated[Path | None, typer.Option(help="write heat maps, learning curves, Pareto plots here")] = None,

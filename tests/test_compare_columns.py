@@ -1,0 +1,83 @@
+"""dlx compare: config keys as columns, the keys that vary shown by default, exact replicates, curves by step."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dlx.cli import app
+from dlx.compare import compare
+from dlx.compare.columns import MAX_VARYING
+from tests.test_compare import fake_run
+
+runner = CliRunner()
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+# ---------------------------------------------------------------------------- config keys as columns
+
+
+def test_columns_take_config_keys_in_dotted_form(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "adam", test_acc=0.91)
+    fake_run(root, "sgd", test_acc=0.87, config={"optimizer.name": "sgd", "data.batch_size": 64})
+    result = runner.invoke(app, ["compare", str(root), "--columns", "optimizer.name,test_acc", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "optimizer.name,test_acc,n\nadam,0.91,1\nsgd,0.87,1\n"
+    both = compare([root], columns="run,data.batch_size,optimizer", sort="data.batch_size", descending=True)
+    assert [r.values["data.batch_size"] for r in both.rows] == [64, 25]
+    assert both.rows[0].values["optimizer"] == {"name": "sgd", "lr": 0.003}  # a section: its mapping
+
+
+def test_an_unknown_column_is_one_line_that_names_the_nearest_key(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "a")
+    result = runner.invoke(app, ["compare", str(root), "--columns", "run,optimizer.nmae"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: --columns 'optimizer.nmae': unknown column; did you mean 'optimizer.name'?")
+    assert "columns: run, model," in lines[0] and "config key of the runs: optimizer.name, optimizer.lr" in lines[0]
+    typo = runner.invoke(app, ["compare", str(root), "--columns", "test_ac"])
+    assert typo.exit_code == 1 and "did you mean 'test_acc'?" in typo.output
+
+
+def test_config_keys_that_differ_are_columns_by_default(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "lr0.01", config={"optimizer.lr": 0.01})
+    fake_run(root, "lr0.001", seed=1, config={"optimizer.lr": 0.001})  # the seed differs too: never a column
+    result = compare([root])
+    assert result.columns[:5] == ["run", "model", "width", "depth", "optimizer.lr"]
+    assert "seed" not in result.columns and "name" not in result.columns and not result.notes
+    cli = runner.invoke(app, ["compare", str(root), "--format", "csv"])
+    assert cli.exit_code == 0, cli.output
+    assert {r["run"]: r["optimizer.lr"] for r in csv_rows(cli.stdout)} == {"lr0.01": "0.01", "lr0.001": "0.001"}
+
+
+def test_varying_keys_leave_out_names_output_and_run_ids_and_stop_at_a_few(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "a", name="one")
+    path = fake_run(root, "b", name="two", config={"output.gallery_size": 3, "data.data_dir": str(tmp_path)})
+    same = compare([root])
+    assert same.columns[4] == "params" and not same.notes  # names, output and data folder: no column
+    # A key whose value holds the run's own id differs in every run: not a difference of configuration.
+    for run_id in ("c", "d"):
+        fake_run(root, run_id, name="three", config={"model.init_from": f"runs/three/{run_id}/checkpoints/best.pt"})
+    assert compare([root / "three"]).columns[4] == "params"
+    many = {"regularization.dropout": 0.5, "optimizer.lr": 0.1, "optimizer.name": "sgd", "train.epochs": 3,
+            "train.log_every": 2, "data.batch_size": 8, "data.val_size": 100, "data.train_size": 300}  # fmt: skip
+    fake_run(root, "e", name="two", config=many)
+    result = compare([path.parent])
+    assert result.columns[4 : 4 + MAX_VARYING + 1] == [
+        "data.batch_size", "data.train_size", "data.val_size", "optimizer.lr", "optimizer.name",
+        "regularization.dropout", "params",
+    ]  # fmt: skip
+    assert result.notes == [
+        "2 more config keys differ between the runs: train.epochs, train.log_every (show them with --columns)"
+    ]
