@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dlx.cli import app
 from dlx.compare import compare
 from dlx.compare.columns import MAX_VARYING
+from dlx.config import config_from_dict
+from dlx.session import start_run
+from tests.conftest import tiny
 from tests.test_compare import fake_run
 
 runner = CliRunner()
@@ -81,3 +87,68 @@ def test_varying_keys_leave_out_names_output_and_run_ids_and_stop_at_a_few(tmp_p
     assert result.notes == [
         "2 more config keys differ between the runs: train.epochs, train.log_every (show them with --columns)"
     ]
+
+
+# ---------------------------------------------------------------------------- replicates
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real one-epoch MNIST runs of one configuration, seeds 0 and 1: runs/tiny/s0, runs/tiny/s1."""
+    import torch
+
+    root = tmp_path_factory.mktemp("trained") / "runs"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see the one_thread fixture
+    try:
+        for seed in (0, 1):
+            cfg = tiny(root, seed=seed, **{"train.epochs": 1, "data.train_size": 1000})
+            assert start_run(config_from_dict(cfg), run_id=f"s{seed}", quiet=True)["status"] == "completed"
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def test_two_seeds_are_one_row_and_a_copied_run_folder_counts_once(trained: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(trained, root)
+    (row,) = compare([root]).rows
+    assert row.n == 2 and row.values["seed"] == "0,1"
+    shutil.copytree(root / "tiny" / "s0", root / "tiny" / "s0-backup")
+    result = compare([root])
+    (row,) = result.rows
+    assert row.n == 2 and sorted(r.path.name for r in row.runs) == ["s0", "s1"]
+    assert result.notes == [f"{root / 'tiny' / 's0-backup'} is the same run as {root / 'tiny' / 's0'} "
+                            "(the same run_id and started_at): counted once"]  # fmt: skip
+    cli = runner.invoke(app, ["compare", str(root), "--format", "csv"])
+    assert cli.exit_code == 0, cli.output
+    assert [r["n"] for r in csv_rows(cli.stdout)] == ["2"]
+    assert "s0-backup is the same run as" in cli.stderr
+
+
+def test_a_copy_resumed_elsewhere_is_the_same_run(trained: Path, tmp_path: Path) -> None:
+    """A resume keeps the first process's start and provenance; the copy further along is the one counted."""
+    root = tmp_path / "runs"
+    shutil.copytree(trained, root)
+    moved = root / "tiny" / "s1-moved"
+    shutil.copytree(root / "tiny" / "s1", moved)
+    summary = json.loads((moved / "summary.json").read_text())
+    summary.update(run_id="s1-moved", run_dir=str(moved), epochs_completed=2, ended_at="2999-01-01T00:00:00+00:00",
+                   resumed=[{"at": "2999-01-01T00:00:00+00:00", "from_epoch": 1, "world_size": 1}])  # fmt: skip
+    (moved / "summary.json").write_text(json.dumps(summary))
+    result = compare([root])
+    (row,) = result.rows
+    assert sorted(r.path.name for r in row.runs) == ["s0", "s1-moved"]
+    assert result.notes == [f"{root / 'tiny' / 's1'} is the same run as {moved} (the same provenance): counted once"]
+
+
+def test_runs_that_differ_by_more_than_the_seed_are_rows_of_their_own(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    fake_run(root, "lr0.01-s0", seed=0, config={"optimizer.lr": 0.01})
+    fake_run(root, "lr0.001-s1", seed=1, config={"optimizer.lr": 0.001})
+    fake_run(root, "lr0.001-s2", seed=2, config={"optimizer.lr": 0.001})
+    shutil.copytree(root / "grid" / "lr0.01-s0", root / "grid" / "copy")  # no start time: the same summary.json
+    result = compare([root], sort="optimizer.lr")
+    assert [(r.values["optimizer.lr"], r.n) for r in result.rows] == [(0.001, 2), (0.01, 1)]
+    assert result.notes == [f"{root / 'grid' / 'copy'} is the same run as {root / 'grid' / 'lr0.01-s0'} "
+                            "(the same summary.json): counted once"]  # fmt: skip

@@ -1,13 +1,15 @@
 """``dlx compare``: read every run below some folders, one table (or CSV / Markdown / JSON), pictures.
 
-Runs that differ only by seed are one configuration: the table shows mean +- std and n. Config keys whose
-values differ between the runs are columns of their own; any other config key is one by --columns. Broken,
-partial or foreign folders are listed as skipped with the reason; they never stop the comparison.
-No torch here (but for --tensorboard, torch's event writer): comparing a thousand runs takes a moment, not a GPU.
+Runs that differ only by seed are one configuration: the table shows mean +- std and n (copies of one
+run folder count once). Config keys whose values differ between the runs are columns of their own; any
+other config key is one by --columns. Broken, partial or foreign folders are listed as skipped with the
+reason; they never stop the comparison. No torch here (but for --tensorboard, torch's event writer):
+comparing a thousand runs takes a moment, not a GPU.
 
 Modules: ``records`` (run folders -> RunRecord / Skipped), ``columns`` (what each column shows),
-``table`` (rows, filter, sort, formats) and ``plots`` (heat maps, learning curves, Pareto fronts;
-matplotlib, imported only when pictures are asked for). None of the others imports plots.
+``table`` (rows, filter, sort, formats), ``replicates`` (which run folders are one run) and ``plots``
+(heat maps, learning curves, Pareto fronts; matplotlib, imported only when pictures are asked for).
+None of the others imports plots.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from dlx.compare.columns import parse_columns, varying_keys
 from dlx.compare.records import RunRecord, Skipped, load_runs
+from dlx.compare.replicates import distinct_runs
 from dlx.compare.table import FORMATS, Row, fill, filter_runs, make_rows, print_table, render, sort_rows
 from dlx.runs import check_output_folder
 
@@ -56,8 +59,7 @@ def compare(
 
         check_trackers(["tensorboard"], key="--tensorboard")
     runs, skipped = load_runs(paths)
-    runs = filter_runs(runs, where or [])
-    notes: list[str] = []
+    runs, notes = distinct_runs(filter_runs(runs, where or []))  # a copied run folder is not a replicate
     varying, left_out = varying_keys(runs) if not columns else ([], [])
     if left_out:
         notes.append(f"{len(left_out)} more config keys differ between the runs: {', '.join(left_out)} "
