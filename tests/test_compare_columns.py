@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -92,18 +93,31 @@ def test_varying_keys_leave_out_names_output_and_run_ids_and_stop_at_a_few(tmp_p
 # ---------------------------------------------------------------------------- replicates
 
 
+CURVES_CALLS: list[dict[str, Any]] = []  # what report.save_curves got while ``trained`` trained
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real one-epoch MNIST runs of one configuration, seeds 0 and 1: runs/tiny/s0, runs/tiny/s1."""
     import torch
 
+    from dlx import report
+
     root = tmp_path_factory.mktemp("trained") / "runs"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see the one_thread fixture
+    real = report.save_curves
+
+    def spy(history: list[dict[str, Any]], path: Path, steps: list[dict[str, Any]] | None = None) -> None:
+        CURVES_CALLS.append({"path": Path(path), "steps": list(steps or [])})
+        real(history, path, steps=steps)
+
     try:
-        for seed in (0, 1):
-            cfg = tiny(root, seed=seed, **{"train.epochs": 1, "data.train_size": 1000})
-            assert start_run(config_from_dict(cfg), run_id=f"s{seed}", quiet=True)["status"] == "completed"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(report, "save_curves", spy)
+            for seed in (0, 1):
+                cfg = tiny(root, seed=seed, **{"train.epochs": 1, "data.train_size": 1000})  # 40 steps, a row every 5
+                assert start_run(config_from_dict(cfg), run_id=f"s{seed}", quiet=True)["status"] == "completed"
     finally:
         torch.set_num_threads(threads)
     return root
@@ -152,3 +166,60 @@ def test_runs_that_differ_by_more_than_the_seed_are_rows_of_their_own(tmp_path: 
     assert [(r.values["optimizer.lr"], r.n) for r in result.rows] == [(0.001, 2), (0.01, 1)]
     assert result.notes == [f"{root / 'grid' / 'copy'} is the same run as {root / 'grid' / 'lr0.01-s0'} "
                             "(the same summary.json): counted once"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- curves by step
+
+
+def step_rows(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics_steps.jsonl").read_text().splitlines()]
+
+
+def test_a_runs_curves_png_draws_its_step_rows(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlx import report
+
+    for seed in (0, 1):
+        run = trained / "tiny" / f"s{seed}"
+        (call,) = [c for c in CURVES_CALLS if c["path"] == run / "curves.png"]
+        assert call["steps"] == step_rows(run) and len(call["steps"]) == 8  # 40 steps, a row every 5
+        assert (run / "curves.png").stat().st_size > 1000
+    figures: list[Any] = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig))
+    history = [json.loads(line) for line in (trained / "tiny" / "s0" / "metrics.jsonl").read_text().splitlines()]
+    report.save_curves(history, trained / "unused.png", steps=step_rows(trained / "tiny" / "s0"))
+    loss = figures[0].axes[0]
+    (thin,) = [line for line in loss.get_lines() if line.get_label() == "train, per step"]
+    assert list(thin.get_xdata()) == [row["epoch"] for row in step_rows(trained / "tiny" / "s0")]
+    assert list(thin.get_xdata())[-1] == 1.0
+
+
+def test_compare_draws_curves_by_step_and_falls_back_to_epochs_with_a_note(trained: Path, tmp_path: Path) -> None:
+    from dlx.compare import load_runs
+    from dlx.compare.plots import curves_figure
+    from dlx.compare.steps import step_axes
+
+    root = tmp_path / "runs"
+    shutil.copytree(trained, root)
+    result = compare([root], output=tmp_path / "pics", x="step")
+    assert (tmp_path / "pics" / "curves.png").stat().st_size > 1000 and not result.notes
+    runs, _ = load_runs([root])
+    axes, notes = step_axes(runs)
+    assert axes is not None and not notes
+    assert {a.steps_per_epoch for a in axes.values()} == {40.0}  # 1,000 images in batches of 25
+    fig = curves_figure(runs, len(runs), axes)
+    loss = fig.axes[0]
+    assert loss.get_xlabel() == "optimizer step"
+    assert sorted(max(line.get_xdata()) for line in loss.get_lines()) == [40] * 6  # per step, train, val of 2 runs
+
+    fake_run(root, "old")  # no metrics_steps.jsonl, no train_images in its summary
+    result = compare([root], output=tmp_path / "mixed", x="step")
+    assert (tmp_path / "mixed" / "curves.png").stat().st_size > 1000
+    (note,) = [n for n in result.notes if n.startswith("curves.png is drawn by epoch, not step: 1 run(s)")]
+    assert note.endswith("grid/old (no metrics_steps.jsonl)")
+    cli = runner.invoke(app, ["compare", str(root), "--output", str(tmp_path / "cli"), "--x", "step"])
+    assert cli.exit_code == 0, cli.output
+    assert "curves.png is drawn by epoch" in cli.stderr
+    for args, message in ((["--x", "step"], "error: --x step is the x of the learning curves: give --output DIR to draw them"),
+                          (["--x", "steps", "--output", str(tmp_path)], "error: --x 'steps': choose one of epoch, step")):  # fmt: skip
+        bad = runner.invoke(app, ["compare", str(root), *args])
+        assert bad.exit_code == 1 and bad.output == message + "\n", bad.output

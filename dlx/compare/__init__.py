@@ -20,7 +20,9 @@ from pathlib import Path
 from dlx.compare.columns import parse_columns, varying_keys
 from dlx.compare.records import RunRecord, Skipped, load_runs
 from dlx.compare.replicates import distinct_runs
+from dlx.compare.steps import AXES
 from dlx.compare.table import FORMATS, Row, fill, filter_runs, make_rows, print_table, render, sort_rows
+from dlx.errors import DlxError
 from dlx.runs import check_output_folder
 
 __all__ = ["FORMATS", "Comparison", "Row", "RunRecord", "Skipped", "compare", "load_runs", "make_rows",
@@ -48,9 +50,15 @@ def compare(
     group: bool = True,
     output: str | Path | None = None,
     tensorboard: str | Path | None = None,
+    x: str = "epoch",
 ) -> Comparison:
-    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures; ``tensorboard``:
-    one TensorBoard event folder per compared run below it (``tensorboard --logdir`` shows them side by side)."""
+    """Load, filter, group by seed, sort, cut to top-k and (with ``output``) draw the pictures, the learning curves
+    against ``x`` (``epoch`` or ``step``); ``tensorboard``: one TensorBoard event folder per compared run below it
+    (``tensorboard --logdir`` shows them side by side)."""
+    if x not in AXES:
+        raise DlxError(f"--x {x!r}: choose one of {', '.join(AXES)}")
+    if x != "epoch" and output is None:
+        raise DlxError(f"--x {x} is the x of the learning curves: give --output DIR to draw them")
     for folder, option in ((output, "--output"), (tensorboard, "--tensorboard")):
         if folder is not None:
             check_output_folder(folder, option=option)  # a file in the way is an error now, not after reading
@@ -81,7 +89,7 @@ def compare(
         from dlx.compare import plots  # matplotlib only when pictures are asked for
 
         # Heat maps and Pareto fronts show every configuration; the curves only the chosen (top-k) ones.
-        pictures, picture_notes = plots.draw_all(runs, rows, shown, Path(output))
+        pictures, picture_notes = plots.draw_all(runs, rows, shown, Path(output), x=x)
         notes += picture_notes
     if tensorboard is not None:
         from dlx.trackers.tensorboard import replay_run  # torch's writer only when asked for
