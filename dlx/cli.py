@@ -145,10 +145,14 @@ def compare(
     sort: Annotated[str | None, typer.Option(help="sort by a column, e.g. test_acc")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="sort descending")] = False,
     top: Annotated[int | None, typer.Option(min=1, help="only the first K rows (default order: best test acc)")] = None,
-    columns: Annotated[str | None, typer.Option(help="comma-separated columns, e.g. run,params,test_acc")] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="comma-separated columns or config keys, e.g. run,optimizer.name,params,test_acc"),
+    ] = None,
     group: Annotated[bool, typer.Option(help="one row per configuration (mean ± std over seeds)")] = True,
     format_: Annotated[str, typer.Option("--format", help="table, csv, markdown or json")] = "table",
     output: Annotated[Path | None, typer.Option(help="write heat maps, learning curves, Pareto plots here")] = None,
+    x: Annotated[str, typer.Option("--x", help="x of the learning curves: epoch, or step (optimizer steps)")] = "epoch",
     samples: Annotated[
         bool, typer.Option("--samples", help="two runs: galleries of the test images one gets right, the other wrong")
     ] = False,
@@ -178,7 +182,7 @@ def compare(
             return
         result = compare(
             list(paths), where=where, sort=sort, descending=desc, top=top, columns=columns, group=group,
-            output=output, tensorboard=tensorboard,
+            output=output, tensorboard=tensorboard, x=x,
         )  # fmt: skip
         names = sorted({str(r.summary.get("name")) for r in result.runs})
         title = f"{len(result.rows)} configurations from {len(result.runs)} runs"

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from dlx.numbers import finite
 from dlx.runs import write_png_atomic
 
 DPI = 100
@@ -177,8 +178,23 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return xs, ys
 
 
-def save_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch (train dashed, validation solid, test dotted if recorded), plus lr."""
+def step_series(steps: list[dict[str, Any]] | None, key: str = "loss") -> tuple[list[float], list[float]]:
+    """(fractional epochs, values) of metrics_steps.jsonl's rows that have both: the x of a per-step curve."""
+    xs, ys = [], []
+    for row in steps or []:
+        x, y = finite(row.get("epoch")), finite(row.get(key))
+        if x is not None and y is not None:
+            xs.append(x)
+            ys.append(y)
+    return xs, ys
+
+
+def save_curves(history: list[dict[str, Any]], path: Path, steps: list[dict[str, Any]] | None = None) -> None:
+    """Loss and accuracy per epoch (train dashed, validation solid, test dotted if recorded), plus lr.
+
+    ``steps``: metrics_steps.jsonl's rows; their training loss (running, in train mode: dropout and augmentation
+    on) is a thin line under the per-epoch loss, at its fractional epoch.
+    """
     path = Path(path)
     if not history:
         _message_figure("no epochs recorded", path)
@@ -191,6 +207,10 @@ def save_curves(history: list[dict[str, Any]], path: Path) -> None:
     styles = {"train": ("--", "tab:blue"), "val": ("-", "tab:orange"), "test": (":", "tab:green")}
     for col, (metric, ylabel, factor) in enumerate((("loss", "loss", 1.0), ("acc", "accuracy (%)", 100.0))):
         ax = fig.add_subplot(gs[0, col])
+        if metric == "loss":
+            xs, ys = step_series(steps)
+            if xs:
+                ax.plot(xs, ys, "-", color="tab:blue", linewidth=0.7, alpha=0.45, label="train, per step")
         for split, (ls, color) in styles.items():
             xs, ys = _series(history, f"{split}_{metric}")
             if xs:

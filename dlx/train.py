@@ -104,7 +104,7 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                 if stop_early(cfg.train.early_stopping, state, reporter):
                     extra["early_stopped"] = True
                     break
-            extra.update(final_test(setup, loop, run, checkpoints, state))
+            extra.update(final_test(setup, loop, run, checkpoints, state, recorder.steps))
             status = "completed"
     except Terminated:
         status, extra["message"] = "interrupted", f"terminated (SIGTERM); continue with: dlx train --resume {run.path}"
@@ -254,13 +254,16 @@ def stop_early(patience: int | None, state: State, reporter: Reporter) -> bool:
     return True
 
 
-def final_test(setup: Setup, loop: Training, run: Run, checkpoints: Checkpointer, state: State) -> dict[str, Any]:
-    """Test with the best-by-validation weights (the last ones without validation); draw the pictures."""
+def final_test(
+    setup: Setup, loop: Training, run: Run, checkpoints: Checkpointer, state: State, steps: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Test with the best-by-validation weights (the last ones without validation); draw the pictures (``steps``:
+    the rows of metrics_steps.jsonl, drawn over the per-epoch curves)."""
     checkpoints.load_best(setup.device)  # on every rank
     test_loss, test_acc, preds = evaluate(loop.eval_model, loop.test, loop.amp, setup.device, want_preds=True,
                                           world=setup.world)  # fmt: skip
     if setup.config.output.plots and setup.world.main:
-        write_report(setup, run, preds, setup.config.output.gallery_size, state.history)
+        write_report(setup, run, preds, setup.config.output.gallery_size, state.history, steps)
     return {"test_loss": test_loss, "test_acc": test_acc, "message": ""}
 
 
@@ -392,10 +395,12 @@ def _improved(monitor: str, row: dict[str, Any], best: dict[str, Any] | None) ->
     return (row["val_acc"], -row["val_loss"]) > (best["val_acc"], -best["val_loss"])
 
 
-def write_report(setup: Setup, run: Run, preds: torch.Tensor, gallery_size: int, history: list[dict]) -> None:
+def write_report(
+    setup: Setup, run: Run, preds: torch.Tensor, gallery_size: int, history: list[dict], steps: list[dict] | None = None
+) -> None:
     from dlx import report  # matplotlib is imported only when pictures are drawn
 
     images, labels = setup.test.images.cpu(), setup.test.labels.cpu()
     report.save_misclassified(images, labels, preds, setup.data.classes, run.path / "misclassified.png", gallery_size)
     report.save_confusion(labels, preds, setup.data.classes, run.path / "confusion.png")
-    report.save_curves(history, run.path / "curves.png")
+    report.save_curves(history, run.path / "curves.png", steps=steps)

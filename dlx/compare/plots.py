@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dlx.compare.steps import StepAxis, step_axes
 from dlx.compare.table import configuration
 from dlx.numbers import finite
 from dlx.runs import write_png_atomic
@@ -157,10 +158,12 @@ def curve_runs(rows: list[Row]) -> tuple[list[RunRecord], int]:
     return sorted(runs, key=_best_first)[:MAX_CURVES], len(runs)
 
 
-def curves_figure(runs: list[RunRecord], total: int) -> Figure:
+def curves_figure(runs: list[RunRecord], total: int, by_step: dict[Path, StepAxis] | None = None) -> Figure:
     """Loss and accuracy per epoch of ``runs``: training dashed, validation solid, one color per run.
 
-    ``total``: how many runs there were to draw; when more than ``runs``, the title says so.
+    ``total``: how many runs there were to draw; when more than ``runs``, the title says so. ``by_step``
+    (see dlx.compare.steps.step_axes): x is the optimizer step, each epoch's row at epoch x steps per epoch,
+    and the running training loss of metrics_steps.jsonl's rows a thin line under the loss curves.
     """
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     if len(runs) < total:
@@ -170,6 +173,13 @@ def curves_figure(runs: list[RunRecord], total: int) -> Figure:
     for r, color in zip(runs, colors, strict=True):
         label = str(r.summary.get("run_id", r.path.name))
         epochs = [row.get("epoch") for row in r.history]
+        if by_step is not None:
+            axis = by_step[r.path]
+            epochs = [None if e is None else e * axis.steps_per_epoch for e in epochs]
+            xs = [(row["step"], finite(row.get("loss"))) for row in axis.rows]
+            steps = [(x, y) for x, y in xs if y is not None]
+            if steps:
+                ax_loss.plot(*zip(*steps, strict=True), linestyle="-", color=color, linewidth=0.7, alpha=0.4)
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             train = [(e, finite(row.get(f"train_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
             val = [(e, finite(row.get(f"val_{metric}"))) for e, row in zip(epochs, r.history, strict=True)]
@@ -191,10 +201,13 @@ def curves_figure(runs: list[RunRecord], total: int) -> Figure:
                     label=label,
                     marker="o" if len(val) < 3 else None,
                 )
-    ax_loss.set_title("loss (train dashed, validation solid)")
+    thin = ", per step thin" if by_step is not None and any(a.rows for a in by_step.values()) else ""
+    ax_loss.set_title(f"loss (train dashed{thin}, validation solid)")
     ax_acc.set_title("accuracy (train dashed, validation solid)")
     for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch" if by_step is None else "optimizer step")
+        if by_step is not None:
+            ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     ax_loss.set_yscale("log")
     ax_acc.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
@@ -265,14 +278,21 @@ def pareto_plot(rows: list[Row], cost: str, cost_label: str, path: Path) -> Path
     return None if fig is None else _save(fig, path)
 
 
-def draw_all(runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Every picture that the runs allow: the files written, and notes for the reader (runs left out)."""
+def draw_all(
+    runs: list[RunRecord], rows: list[Row], chosen: list[Row], out_dir: Path, x: str = "epoch"
+) -> tuple[list[Path], list[str]]:
+    """Every picture that the runs allow: the files written, and notes for the reader (runs left out).
+
+    ``x``: the x of the learning curves, ``epoch`` or ``step`` (optimizer steps, where the runs tell them).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = list(heatmaps(runs, out_dir))
     notes: list[str] = []
     curves, total = curve_runs(chosen)
     if curves:
-        written.append(_save(curves_figure(curves, total), out_dir / "curves.png"))
+        by_step, step_notes = step_axes(curves) if x == "step" else (None, [])
+        notes += step_notes
+        written.append(_save(curves_figure(curves, total, by_step), out_dir / "curves.png"))
     if len(curves) < total:
         notes.append(
             f"curves.png shows {len(curves)} of {total} runs (best test accuracy first; more are unreadable); "

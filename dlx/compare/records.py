@@ -22,7 +22,7 @@ import yaml
 
 from dlx.diagnose import diagnose
 from dlx.errors import DlxError, first_line
-from dlx.runs import CONFIG_FILE, METRICS_JSONL, RUN_FILES, STATUSES, SUMMARY_FILE, Run, find_runs
+from dlx.runs import CONFIG_FILE, METRICS_JSONL, METRICS_STEPS, RUN_FILES, STATUSES, SUMMARY_FILE, Run, find_runs
 
 
 @dataclass
@@ -48,7 +48,8 @@ MAX_DEPTH = 32  # dlx writes 4 levels at most; deeper is not a run's file
 MAX_VALUES = 100_000  # a resolved config holds ~70, a summary ~50
 MAX_C_OPENERS = 1_000  # see yaml_loader
 _C_LOADER: type[Any] | None = getattr(yaml, "CSafeLoader", None)
-MAX_BYTES = {SUMMARY_FILE: 1 << 20, CONFIG_FILE: 1 << 20, METRICS_JSONL: 64 << 20}  # dlx writes a few KB
+# dlx writes a few KB (metrics_steps.jsonl: ~150 bytes every train.log_every steps; read for --x step only)
+MAX_BYTES = {SUMMARY_FILE: 1 << 20, CONFIG_FILE: 1 << 20, METRICS_JSONL: 64 << 20, METRICS_STEPS: 64 << 20}
 NUMBER = "a number"
 TEXT = "text"
 MAPPING = "a mapping"

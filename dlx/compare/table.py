@@ -1,4 +1,4 @@
-"""The comparison table: columns, one row per configuration, ``--where``, ``--sort``, csv/markdown/json, rich.
+"""The comparison table: one row per configuration, ``--where``, ``--sort``, csv/markdown/json, rich.
 
 Runs that differ only by seed (and output folders) are one configuration: a row shows their mean,
 the std where they differ, and n.
@@ -12,10 +12,10 @@ import json
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlx.compare.columns import COLUMNS, CONFIG, MISSING, Column, check_column, column, dotted
 from dlx.compare.records import RunRecord
 from dlx.config import flatten, parse_override
 from dlx.errors import ConfigError, DlxError
@@ -27,66 +27,7 @@ FORMATS = ("table", "csv", "markdown", "json")
 NOT_CONFIGURATION = ("seed", "output", "data.data_dir", "data.download")
 
 
-# ---------------------------------------------------------------------------- rows and columns
-
-
-def dotted(data: Any, key: str) -> Any:
-    """``data["a"]["b"]`` for ``a.b``; MISSING when absent."""
-    node = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    kind: str  # text | int | pct | gap | flops | seconds | rate | epochs | num
-    get: Callable[[RunRecord], Any]
-    numeric: bool = True
-
-
-def _model(r: RunRecord, key: str) -> Any:
-    value = (r.summary.get("model") or {}).get(key)
-    if value is None:
-        value = dotted(r.config, f"model.{key}")
-    return None if value is MISSING else value
-
-
-COLUMNS: dict[str, Column] = {
-    c.key: c
-    for c in (
-        Column("run", "run", "text", lambda r: r.label, numeric=False),
-        Column("model", "model", "text", lambda r: _model(r, "name"), numeric=False),
-        Column("width", "width", "num", lambda r: _model(r, "width")),
-        Column("depth", "depth", "num", lambda r: _model(r, "depth")),
-        Column("seed", "seed", "text", lambda r: r.summary.get("seed", r.config.get("seed")), numeric=False),
-        Column("params", "params", "int", lambda r: r.summary.get("parameters")),
-        Column("flops", "FLOPs", "flops", lambda r: r.summary.get("flops_per_image")),
-        Column("val_acc", "best val", "pct", lambda r: r.summary.get("best_val_acc")),
-        Column("test_acc", "test", "pct", lambda r: r.summary.get("test_acc")),
-        Column("gap", "gap", "gap", lambda r: r.diagnosis.get("gap")),
-        Column("fit", "fit", "text", lambda r: r.diagnosis.get("verdict"), numeric=False),
-        Column("epochs", "epochs", "epochs", lambda r: r.summary.get("epochs_completed")),
-        Column("wall", "wall", "seconds", lambda r: r.summary.get("wall_seconds")),
-        Column("img_s", "img/s", "rate", lambda r: r.summary.get("images_per_s")),
-        Column("status", "status", "text", lambda r: r.summary.get("status"), numeric=False),
-        Column("n", "n", "int", lambda r: 1),
-    )
-}
-DEFAULT_COLUMNS = ("run", "model", "width", "depth", "params", "flops", "val_acc", "test_acc", "gap", "fit",
-                   "epochs", "wall", "img_s", "status")  # fmt: skip
+# ---------------------------------------------------------------------------- rows
 
 
 @dataclass
@@ -150,8 +91,38 @@ def _group_label(runs: list[RunRecord]) -> str:
     return f"{runs[0].label} (+{len(runs) - 1})"
 
 
-def make_rows(runs: list[RunRecord], group: bool = True) -> list[Row]:
-    """Rows of the table; with ``group``, runs that differ only by seed share one row."""
+def _aggregate(col: Column, runs: list[RunRecord]) -> tuple[Any, float | None]:
+    """The value a row of ``runs`` shows in ``col``, and its std where the runs' numbers differ."""
+    values = [col.get(r) for r in runs]
+    values = [None if v is MISSING else v for v in values]
+    if len(runs) == 1:
+        return values[0], None
+    if col.kind == CONFIG and len({json.dumps(v, sort_keys=True, default=str) for v in values}) == 1:
+        return values[0], None  # the config's value as it is, not a mean of copies of it
+    numbers = [x for x in map(finite, values) if x is not None]
+    if col.numeric or (col.kind == CONFIG and len(numbers) == len(values)):
+        std = statistics.stdev(numbers) if len(numbers) > 1 and len(set(numbers)) > 1 else None
+        return (statistics.fmean(numbers) if numbers else None), std
+    if col.key == "seed":
+        return ",".join(str(v) for v in values), None
+    counts = Counter(str(v) for v in values if v is not None)
+    value = counts.most_common(1)[0][0] if len(counts) == 1 else ", ".join(f"{n} {v}" for v, n in counts.most_common())
+    return value, None
+
+
+def fill(rows: list[Row], keys: list[str] | tuple[str, ...]) -> None:
+    """Give every row its value of each column in ``keys`` (config keys: see ``column``) it does not have yet."""
+    for row in rows:
+        for key in keys:
+            if key not in row.values:
+                row.values[key], std = _aggregate(column(key), row.runs)
+                if std is not None:
+                    row.std[key] = std
+
+
+def make_rows(runs: list[RunRecord], group: bool = True, keys: list[str] | tuple[str, ...] = ()) -> list[Row]:
+    """Rows of the table, with every column of COLUMNS and the config ``keys``; with ``group``, runs that differ
+    only by seed share one row."""
     if group:
         groups: dict[str, list[RunRecord]] = {}
         for r in runs:
@@ -159,31 +130,11 @@ def make_rows(runs: list[RunRecord], group: bool = True) -> list[Row]:
         members = list(groups.values())
     else:
         members = [[r] for r in runs]
-    rows = []
-    for m in members:
-        row = Row(m)
-        for key, col in COLUMNS.items():
-            values = [col.get(r) for r in m]
-            values = [None if v is MISSING else v for v in values]
-            if len(m) == 1:
-                row.values[key] = values[0]
-            elif col.numeric:
-                numbers = [x for x in map(finite, values) if x is not None]
-                row.values[key] = statistics.fmean(numbers) if numbers else None
-                if len(numbers) > 1 and len(set(numbers)) > 1:
-                    row.std[key] = statistics.stdev(numbers)
-            elif key == "seed":
-                row.values[key] = ",".join(str(v) for v in values)
-            else:
-                counts = Counter(str(v) for v in values if v is not None)
-                row.values[key] = (
-                    counts.most_common(1)[0][0]
-                    if len(counts) == 1
-                    else ", ".join(f"{n} {v}" for v, n in counts.most_common())
-                )
-        row.values["run"] = _group_label(m)
-        row.values["n"] = len(m)
-        rows.append(row)
+    rows = [Row(m) for m in members]
+    fill(rows, [*COLUMNS, *keys])
+    for row in rows:
+        row.values["run"] = _group_label(row.runs)
+        row.values["n"] = row.n
     return rows
 
 
@@ -251,23 +202,6 @@ def filter_runs(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
     return runs
 
 
-def _check_column(key: str, option: str) -> str:
-    if key not in COLUMNS:
-        hint = closest(key, list(COLUMNS))
-        lead = f"; did you mean {hint!r}?" if hint else ";"
-        raise DlxError(f"{option} {key!r}: unknown column{lead} columns: {', '.join(COLUMNS)}")
-    return key
-
-
-def parse_columns(spec: str | None, rows: list[Row]) -> list[str]:
-    if not spec:
-        cols = list(DEFAULT_COLUMNS)
-        if any(row.n > 1 for row in rows):
-            cols.insert(cols.index("status"), "n")
-        return cols
-    return [_check_column(c.strip(), "--columns") for c in spec.split(",") if c.strip()]
-
-
 def _natural(text: str) -> list[Any]:
     return [
         (0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
@@ -280,10 +214,12 @@ def sort_rows(rows: list[Row], key: str | None, descending: bool = False) -> lis
     if key is None:
         return sorted(rows, key=lambda r: (str(r.values.get("model")), finite(r.values.get("width")) or 0,
                                            finite(r.values.get("depth")) or 0, _natural(str(r.values["run"]))))  # fmt: skip
-    _check_column(key, "--sort")
+    check_column(key, "--sort", [r for row in rows for r in row.runs])
+    fill(rows, [key])
     present = [r for r in rows if r.values.get(key) is not None]
     absent = [r for r in rows if r.values.get(key) is None]
-    if COLUMNS[key].numeric:
+    col = column(key)
+    if col.numeric or (col.kind == CONFIG and all(finite(r.values[key]) is not None for r in present)):
         present.sort(key=lambda r: finite(r.values[key]) or 0.0, reverse=descending)
     else:
         present.sort(key=lambda r: _natural(str(r.values[key])), reverse=descending)
@@ -298,6 +234,10 @@ def _fmt(kind: str, x: Any, std: float | None = None) -> str:
         return "-"
     if kind == "text":
         return str(x)
+    if kind == CONFIG and (isinstance(x, bool) or finite(x) is None):  # as YAML writes it: true, [1.0, 1.0]
+        return x if isinstance(x, str) else json.dumps(x, default=str)
+    if kind == CONFIG:
+        return f"{x:g} ± {std:.2g}" if std is not None else str(x)
     v = finite(x)
     if v is None:
         return str(x)
@@ -318,7 +258,7 @@ def _fmt(kind: str, x: Any, std: float | None = None) -> str:
 
 
 def formatted(row: Row, col: str) -> str:
-    return _fmt(COLUMNS[col].kind, row.values.get(col), row.std.get(col))
+    return _fmt(column(col).kind, row.values.get(col), row.std.get(col))
 
 
 def raw_record(row: Row, cols: list[str], with_paths: bool = False) -> dict[str, Any]:
@@ -335,6 +275,13 @@ def raw_record(row: Row, cols: list[str], with_paths: bool = False) -> dict[str,
     return out
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for None; config values that are not text or numbers as JSON (true, [1.0, 1.0])."""
+    if value is None:
+        return ""
+    return json.dumps(value, default=str) if isinstance(value, (bool, list, dict)) else value
+
+
 def render(rows: list[Row], cols: list[str], fmt: str, title: str = "") -> str:
     """The rows as csv, markdown or json text (``table`` is printed by ``print_table``)."""
     if fmt == "json":
@@ -348,11 +295,11 @@ def render(rows: list[Row], cols: list[str], fmt: str, title: str = "") -> str:
         writer = csv.DictWriter(buf, fieldnames=fields or cols, lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: "" if v is None else v for k, v in rec.items()})
+            writer.writerow({k: _csv_cell(v) for k, v in rec.items()})
         return buf.getvalue()
     if fmt == "markdown":
-        headers = [COLUMNS[c].header for c in cols]
-        right = [COLUMNS[c].kind != "text" for c in cols]
+        headers = [column(c).header for c in cols]
+        right = [column(c).kind not in ("text", CONFIG) for c in cols]
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
         for row in rows:
             cells = [formatted(row, c).replace("|", "\\|") for c in cols]
@@ -372,8 +319,8 @@ def print_table(rows: list[Row], cols: list[str], title: str, console: Any) -> N
     table = Table(title=title, title_justify="left")
     for c in cols:
         # Numbers never wrap; the run name folds when the terminal is narrow.
-        text_col = COLUMNS[c].kind == "text"
-        table.add_column(COLUMNS[c].header, justify="left" if text_col else "right", no_wrap=c != "run",
+        text_col = column(c).kind in ("text", CONFIG)
+        table.add_column(column(c).header, justify="left" if text_col else "right", no_wrap=c != "run",
                          overflow="fold" if c == "run" else "ellipsis")  # fmt: skip
     for row in rows:
         cells = []
