@@ -127,3 +127,25 @@ class RunRecorder:
             self.run.write_summary(s)
             self.trackers.finish(status, s, self.run.path)
         return s
+
+
+def resume_lines(previous_world_size: int | None, setup: Setup) -> list[str]:
+    """What a resume on another number of processes changes, said once at the start."""
+    if previous_world_size is None:
+        return []
+    cfg, size = setup.config, setup.world.size
+    return [f"resuming a run trained on {previous_world_size} process(es) with {size}: global batch "
+            f"{global_batch(cfg, previous_world_size)} -> {global_batch(cfg, size)}"
+            + (" (optimizer.scale_lr rescales the rate)" if cfg.optimizer.scale_lr != "none" else "")]  # fmt: skip
+
+
+def extension_lines(extended_from: int | None, setup: Setup, lr: float) -> list[str]:
+    """What --resume --set train.epochs=N changes, said once at the start (and in summary.json: resumed)."""
+    if extended_from is None:
+        return []
+    cfg = setup.config
+    schedule = cfg.schedule.name
+    what = ("the rate does not depend on the run's length" if schedule in ("none", "plateau")
+            else f"the {schedule} schedule now spans {cfg.train.epochs} epochs and continues where the run stands, "
+                 f"at lr {lr:.3g}")  # fmt: skip
+    return [f"extending the run from {extended_from} to {cfg.train.epochs} epochs: {what}"]

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlx.build import Setup, Training, build_training, global_batch
+from dlx.build import Setup, Training, build_training
 from dlx.checkpoint import Checkpointer
 from dlx.data.loader import Batches
 from dlx.distributed import SINGLE, World
 from dlx.errors import DlxError
 from dlx.models.layers import aux_loss, main_logits
 from dlx.progress import Reporter
-from dlx.record import RunRecorder
+from dlx.record import RunRecorder, extension_lines, resume_lines
 from dlx.runs import DiskFull, Run
 from dlx.signals import Terminated, signals_deferred, sigterm_as_interrupt
 
@@ -84,7 +84,7 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
                 *setup.data.notes,
                 *setup.transfer.lines(),
                 *resume_lines(checkpoints.previous_world_size, setup),
-                *extension_lines(checkpoints.extended_from, setup, loop),
+                *extension_lines(checkpoints.extended_from, setup, loop.optimizer.param_groups[0]["lr"]),
             ]:
                 reporter.note(line)
             if cfg.train.compile:
@@ -328,28 +328,6 @@ def compile_now(setup: Setup, loop: Training) -> float:
 
 def _first(batches: Batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [next(iter(batches))]
-
-
-def resume_lines(previous_world_size: int | None, setup: Setup) -> list[str]:
-    """What a resume on another number of processes changes, said once at the start."""
-    if previous_world_size is None:
-        return []
-    cfg, size = setup.config, setup.world.size
-    return [f"resuming a run trained on {previous_world_size} process(es) with {size}: global batch "
-            f"{global_batch(cfg, previous_world_size)} -> {global_batch(cfg, size)}"
-            + (" (optimizer.scale_lr rescales the rate)" if cfg.optimizer.scale_lr != "none" else "")]  # fmt: skip
-
-
-def extension_lines(extended_from: int | None, setup: Setup, loop: Training) -> list[str]:
-    """What --resume --set train.epochs=N changes, said once at the start (and in summary.json: resumed)."""
-    if extended_from is None:
-        return []
-    cfg = setup.config
-    schedule = cfg.schedule.name
-    what = ("the rate does not depend on the run's length" if schedule in ("none", "plateau")
-            else f"the {schedule} schedule now spans {cfg.train.epochs} epochs and continues where the run stands, "
-                 f"at lr {loop.optimizer.param_groups[0]['lr']:.3g}")  # fmt: skip
-    return [f"extending the run from {extended_from} to {cfg.train.epochs} epochs: {what}"]
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
