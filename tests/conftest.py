@@ -51,3 +51,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dlx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """dlx's cache (``dlx models`` figures) in a folder of this test session, never the user's ~/.cache/dlx."""
+    folder = tmp_path_factory.mktemp("dlx-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLX_CACHE_DIR", str(folder))
+        yield folder
