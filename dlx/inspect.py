@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from dlx.errors import DlxError
+from dlx.errors import DlxError, first_line
 from dlx.modelcache import FiguresCache
 from dlx.registry import describe
 
@@ -98,6 +98,8 @@ def _row(name: str, factory: Any, shape: tuple[int, int, int], classes: int) -> 
             parameters, flops = full_figures(name, shape, classes)
         except DlxError as e:  # cannot be built for this input: the reason, shown in the table
             return ModelRow(name, None, None, str(e).rsplit(": ", 1)[-1])
+        except RuntimeError as e:  # built, but the input is too small for its layers (pooling below 1x1)
+            return ModelRow(name, None, None, f"does not run on {'x'.join(map(str, shape))}: {first_line(e)}")
     return ModelRow(name, parameters, flops, describe(factory))
 
 

@@ -143,3 +143,9 @@ def test_a_model_registered_at_run_time_is_listed_but_not_cached(
     cache = FiguresCache.load(tmp_path)
     assert cache.names is not None and "zz_tiny" not in cache.names and "mlp" in cache.names
     assert set(cache.table((1, 28, 28), 10)) == {"mlp"}
+
+
+def test_an_input_too_small_for_a_model_is_a_row_note_not_a_traceback(tmp_path: Path) -> None:
+    (row,) = model_rows((3, 4, 4), 10, "densenet121", cache_folder=tmp_path)
+    assert (row.parameters, row.flops) == (None, None)
+    assert row.note.startswith("does not run on 3x4x4: Given input size: (512x1x1)")
