@@ -19,7 +19,7 @@ from dlx.config import ExperimentConfig, ModelConfig
 from dlx.data.augment import Augment
 from dlx.data.datasets import ImageData, load_data
 from dlx.data.loader import Batches, Split
-from dlx.devices import AMP_DTYPES, check_device_settings, device_for
+from dlx.devices import AMP_DTYPES, check_device_settings, device_for, precision_reason, resolve_precision
 from dlx.distributed import SINGLE, World
 from dlx.errors import ConfigError, DlxError, first_line
 from dlx.init import initialize
@@ -81,6 +81,7 @@ class Setup:
     flops_per_image: int
     transfer: Transfer = field(default_factory=Transfer)  # initial weights, frozen parameters, head (dlx.transfer)
     world: World = SINGLE  # this process's place among the run's processes (dlx.distributed)
+    precision_auto: str | None = None  # train.precision: auto, what it chose and why (summary.json)
 
 
 def split_data(data: ImageData, cfg: ExperimentConfig) -> tuple[Split, Split | None, Split]:
@@ -145,6 +146,8 @@ def prepare(
     ``measuring`` (eval): a 16-bit precision this CPU only emulates is allowed; it is slow, not wrong.
     """
     target = device_for(cfg, world)
+    auto = cfg.train.precision == "auto"
+    cfg = resolve_precision(cfg, device or target)
     check_device_settings(cfg, target, probe_gpu=device is None, slow_ok=measuring)
     if not measuring:
         check_loggers(cfg)
@@ -160,7 +163,8 @@ def prepare(
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return Setup(cfg, device, data, train.to(device), val.to(device) if val else None, test.to(device), model,
-                 count_parameters(model), flops, transfer, world)  # fmt: skip
+                 count_parameters(model), flops, transfer, world,
+                 precision_reason(cfg, device) if auto else None)  # fmt: skip
 
 
 def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:

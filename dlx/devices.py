@@ -64,6 +64,29 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def resolve_precision(cfg: ExperimentConfig, device: torch.device) -> ExperimentConfig:
+    """``train.precision: auto`` made concrete for ``device``: bf16 where it is native (a CPU with AVX512-BF16 or
+    AMX, a GPU with bf16 arithmetic), fp32 elsewhere. The run's config.yaml records what it trained with."""
+    if cfg.train.precision != "auto":
+        return cfg
+    native = native_cpu_bf16() if device.type == "cpu" else (
+        device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))  # fmt: skip
+    train = cfg.train.model_copy(update={"precision": "bf16" if native else "fp32"})
+    resolved = cfg.model_copy(update={"train": train})
+    resolved._source_file = cfg._source_file
+    return resolved
+
+
+def precision_reason(cfg: ExperimentConfig, device: torch.device) -> str:
+    """Why ``auto`` chose what it chose, for the run's summary."""
+    where = "this CPU" if device.type == "cpu" else "this GPU"
+    if cfg.train.precision == "bf16":
+        return f"auto: bf16, {where} computes it natively"
+    return f"auto: fp32, {where} has no native bf16" + (
+        " (neither AVX512-BF16 nor AMX)" if device.type == "cpu" else ""
+    )
+
+
 def check_device_settings(
     cfg: ExperimentConfig, device: torch.device, probe_gpu: bool = True, slow_ok: bool = False
 ) -> None:

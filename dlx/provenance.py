@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ def git_commit(cwd: str | Path | None = None) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)}
+
+
+_IMPORTED = time.time()
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat's start time, interpreter start and imports
+    included); elsewhere since dlx was imported."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED
 
 
 def _cpuinfo(field: str) -> str | None:

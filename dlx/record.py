@@ -59,6 +59,9 @@ class RunRecorder:
             **provenance.describe(setup.device, cfg.source_file),
             **setup.transfer.summary(),
         }
+        self.summary["precision"] = cfg.train.precision
+        if setup.precision_auto is not None:
+            self.summary["precision_auto"] = setup.precision_auto
         if setup.data.source is not None:  # your own images: where from, how split, what was skipped, mean/std
             self.summary["data"] = setup.data.source
         self.resume = resume

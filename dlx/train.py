@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlx import provenance
 from dlx.build import Setup, Training, build_training
 from dlx.checkpoint import Checkpointer
 from dlx.data.loader import Batches
@@ -90,6 +91,8 @@ def fit(setup: Setup, run: Run, *, resume: bool = False, quiet: bool = False) ->
             if cfg.train.compile:
                 extra["compile_seconds"] = recorder.summary["compile_seconds"] = compile_now(setup, loop)
                 reporter.note(f"torch.compile: {extra['compile_seconds']:.1f} s (not counted in any epoch's images/s)")
+            # Process start to the first training step: imports, data, model, run folder (compile excluded above).
+            extra["startup_seconds"] = round(provenance.process_age() - extra.get("compile_seconds", 0.0), 3)
             for epoch in range(state.epoch, cfg.train.epochs):
                 steps: list[dict[str, Any]] = []
                 row = train_one_epoch(setup, loop, state, epoch, reporter, steps)

@@ -129,3 +129,21 @@ def test_mlflow_run_has_params_metrics_status_and_artifacts(runs_dir: Path, tmp_
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch_val_acc")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "config.yaml", "misclassified.png"} <= artifacts
+
+
+def test_startup_seconds_and_auto_precision_are_in_the_summary(runs_dir: Path, monkeypatch: Any) -> None:
+    import torch
+
+    import dlx.devices
+    from dlx.devices import resolve_precision
+
+    summary = start_run(config_from_dict(small(runs_dir, **{"train.precision": "auto", "train.epochs": 1})), quiet=True)
+    assert summary["startup_seconds"] > 0
+    native = dlx.devices.native_cpu_bf16()
+    assert summary["precision"] == ("bf16" if native else "fp32")
+    assert summary["precision_auto"].startswith("auto: bf16" if native else "auto: fp32, this CPU has no native bf16")
+    cfg = config_from_dict(small(runs_dir, **{"train.precision": "auto"}))
+    for has_bf16, chosen in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(dlx.devices, "native_cpu_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert resolve_precision(cfg, torch.device("cpu")).train.precision == chosen
+    assert resolve_precision(config_from_dict(small(runs_dir)), torch.device("cpu")).train.precision == "fp32"

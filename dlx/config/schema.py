@@ -287,7 +287,9 @@ class TrainConfig(Section):
     dist_timeout: float = Field(
         600.0, gt=0, le=86400, description="seconds a process waits for the others in a collective before failing"
     )
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="auto: bf16 where the device computes it natively (AMX/AVX512-BF16 CPU, Ampere+ GPU)"
+    )
     channels_last: bool = False
     compile: bool = False
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
