@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -18,7 +17,7 @@ from dlx.cli_app import _console, _err, app, guarded
 class _RunsGroup(TyperGroup):
     """``dlx runs PATH --status X`` is ``dlx runs ls PATH --status X``: anything that is not a subcommand lists."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a click Context (Typer vendors click)
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["ls", *args]
         return super().parse_args(ctx, args)
