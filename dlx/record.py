@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dlx.build import Setup
 
 # Kept from the run's first process when it is resumed: where and from what the run was made.
-KEPT_ON_RESUME = ("started_at", "git", "experiment_file", "argv", "cwd", "loggers")
+KEPT_ON_RESUME = ("started_at", "git", "experiment_file", "argv", "cwd", "loggers", "extending")
 
 
 def now() -> str:

@@ -79,7 +79,7 @@ def resume_run(
             raise DlxError("--resume with --set under torchrun: extend the run once with dlx's own launcher "
                            "(dlx train --resume RUN --set train.epochs=N --devices K)")  # fmt: skip
         cfg = extend(run, cfg, summary, changes)
-    elif summary.get("status") == "completed":
+    elif summary.get("status") == "completed" and not unfinished_extension(summary, cfg):
         raise DlxError(f"{run.path} is already completed (test accuracy {summary.get('test_acc')}); nothing to "
                        "resume (train it longer with: --set train.epochs=N)")  # fmt: skip
     if world is not None and world.distributed:
@@ -106,6 +106,12 @@ def resume_run(
         run.release()
 
 
+def unfinished_extension(summary: dict[str, Any], cfg: ExperimentConfig) -> bool:
+    """A completed run whose --set train.epochs=N extension stopped before it trained those epochs."""
+    extending = summary.get("extending") or {}
+    return extending.get("to") == cfg.train.epochs > int(summary.get("epochs_completed") or 0)
+
+
 def extend(run: Run, cfg: ExperimentConfig, summary: dict[str, Any], changes: list[str]) -> ExperimentConfig:
     """The run's config with more epochs, written to its config.yaml before training goes on."""
     from dlx.config import apply_overrides, config_from_dict, parse_override
@@ -120,6 +126,9 @@ def extend(run: Run, cfg: ExperimentConfig, summary: dict[str, Any], changes: li
     if extended.train.epochs <= done:
         raise DlxError(f"--set train.epochs={extended.train.epochs}: {run.path} has trained {done} epochs already; "
                        "give more to extend it")  # fmt: skip
+    # Said in summary.json first: a plain --resume of this extension interrupted before its first checkpoint
+    # continues it, while a config.yaml edited by hand stays an error (check_unchanged).
+    run.write_summary({**summary, "extending": {"from": cfg.train.epochs, "to": extended.train.epochs}})
     run.write_config(extended.to_yaml())
     return extended
 
@@ -127,7 +136,7 @@ def extend(run: Run, cfg: ExperimentConfig, summary: dict[str, Any], changes: li
 def check_unchanged(run: Run, cfg: ExperimentConfig) -> None:
     """A resume continues the run last.pt holds: a config.yaml edited since is an error listing what changed.
 
-    More epochs than last.pt was trained for is an extension (--resume --set train.epochs=N), not a change.
+    More epochs that --resume --set train.epochs=N asked for (summary.json: extending) is not a change.
     """
     from dlx.checkpoint import load_checkpoint
 
@@ -135,8 +144,8 @@ def check_unchanged(run: Run, cfg: ExperimentConfig) -> None:
     if not isinstance(stored, dict):
         raise DlxError(f"--resume {run.path}: {run.last_checkpoint} holds no config; not a dlx last.pt")
     changed = config_differences(stored, cfg.to_dict())
-    before = (stored.get("train") or {}).get("epochs")
-    if isinstance(before, int) and cfg.train.epochs > before:
+    extending = run.read_summary().get("extending") or {}
+    if extending.get("to") == cfg.train.epochs:
         changed = [c for c in changed if not c.startswith("train.epochs:")]
     if changed:
         more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""

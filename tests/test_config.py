@@ -69,7 +69,7 @@ def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
         f"{p}: optimizer.lr: got -1; input should be greater than 0",
         f"{p}: train.epochs: got 'x'; input should be a valid integer, unable to parse string as an integer",
         f"{p}: train.device: got 'gpu'; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
-        f"{p}: train.precision: got 'fp8'; allowed: 'fp32', 'bf16' or 'fp16'",
+        f"{p}: train.precision: got 'fp8'; allowed: 'fp32', 'bf16', 'fp16' or 'auto'",
         f"{p}: foo: unknown key; allowed: name, seed, data, model, init, optimizer, regularization, augment, "
         "schedule, train, output",
     ]

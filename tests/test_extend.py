@@ -59,3 +59,16 @@ def test_what_a_resume_may_change_is_said_in_one_line(runs_dir: Path) -> None:
     )
     result = runner.invoke(app, ["train", "--resume", str(run)])
     assert "nothing to resume (train it longer with: --set train.epochs=N)" in result.output
+
+
+def test_an_extension_stopped_before_its_first_checkpoint_continues_with_a_plain_resume(runs_dir: Path) -> None:
+    from dlx.config import load_run_config
+    from dlx.runs import Run
+    from dlx.session import extend, resume_run
+
+    cfg = tiny(runs_dir, model={"name": "mlp"}, **{"train.epochs": 1})
+    run = Path(start_run(config_from_dict(cfg), quiet=True)["run_dir"])
+    r = Run(run)
+    extend(r, load_run_config(r.config_path), r.read_summary(), ["train.epochs=2"])  # then the process died
+    summary = resume_run(run, quiet=True)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
