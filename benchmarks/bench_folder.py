@@ -4,9 +4,9 @@
     python benchmarks/bench_folder.py --format jpg --size 128 --image-size 64   # RGB JPEGs, resized to 64
 
 Writes the first --images MNIST training digits into <dir>/train/<digit>/NNNNN.<ext> (not timed), deletes the
-cache, then times in separate processes ``dlx train <experiment> --dry-run`` (process start to a built model
-with the data loaded and split: what a run does before its first step) once cold and --repeat times warm (median),
-and, inside this process, ``load_data`` alone cold and warm. Prints the CPU, torch, decode threads and the times.
+cache, then times ``load_data`` alone inside this process, and in separate processes ``dlx train <experiment>
+--dry-run`` (process start to a built model with the data loaded and split: what a run does before its first
+step), each --repeat times cold (cache deleted before each) and warm; medians. Prints the CPU, torch, decode threads and the times.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from PIL import Image  # noqa: E402
 
 from dlx.config import config_from_dict  # noqa: E402
 from dlx.data.datasets import load_data, load_dataset  # noqa: E402
+from dlx.data.listing import list_dataset  # noqa: E402
 from dlx.data.own_images import CACHE_DIR, decode_threads  # noqa: E402
 from dlx.provenance import cpu_model  # noqa: E402
 
@@ -78,16 +79,18 @@ def main() -> None:
         load_data(config_from_dict({"name": "b", "data": data}).data)
         return time.perf_counter() - t
 
-    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
-    cold_run = dry_run()
-    warm_run = statistics.median(dry_run() for _ in range(args.repeat))
-    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
-    cold_load = in_process()
+    def cold(measure: object) -> float:
+        shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+        return measure()  # type: ignore[operator]
+
+    cold_load = statistics.median(cold(in_process) for _ in range(args.repeat))
     warm_load = statistics.median(in_process() for _ in range(args.repeat))
+    cold_run = statistics.median(cold(dry_run) for _ in range(args.repeat))
+    warm_run = statistics.median(dry_run() for _ in range(args.repeat))
     cache = next((root / CACHE_DIR).glob("*.pt"))
 
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {torch.get_num_threads()} torch threads, "
-          f"{decode_threads()} decode threads")  # fmt: skip
+          f"{decode_threads(list_dataset('folder', root))} decode threads")  # fmt: skip
     print(f"folder: {args.images:,} {args.format} files of {args.size}x{args.size} -> image_size {args.image_size}; "
           f"cache {cache.stat().st_size / 2**20:.1f} MiB")  # fmt: skip
     print(f"{'':34} {'first run (decode)':>20} {'second run (cache)':>20}")
