@@ -85,6 +85,10 @@ class RunRecorder:
                 note["previous_world_size"] = previous_world_size
             if extended_from is not None:
                 note["epochs"] = {"from": extended_from, "to": self.summary["epochs"]}
+                name = self.config["schedule"]["name"]
+                note["schedule"] = (f"{name}: the rate does not depend on the run's length" if name in ("none", "plateau")
+                                    else f"{name} recomputed over {self.summary['epochs']} epochs, continued at step "
+                                         f"{state.step}")  # fmt: skip
             self.summary["resumed"] = [*previous.get("resumed", []), note]
             self.run.write_metrics(state.history)  # drop rows of an epoch the interrupted process did not checkpoint
             self.steps = [r for r in self.run.read_metrics(METRICS_STEPS) if r.get("step", 0) <= state.step]

@@ -38,6 +38,11 @@ def test_a_finished_run_is_extended_and_its_schedule_spans_the_new_length(runs_d
     summary = json.loads((two / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 3 and summary["epochs"] == 3
     assert summary["resumed"][-1]["epochs"] == {"from": 2, "to": 3}
+    steps_per_epoch = rows(three, "metrics_steps.jsonl")[-1]["step"] // 3
+    assert (
+        summary["resumed"][-1]["schedule"]
+        == f"cosine recomputed over 3 epochs, continued at step {2 * steps_per_epoch}"
+    )
     assert yaml.safe_load((two / "config.yaml").read_text())["train"]["epochs"] == 3
     steps = [r["step"] for r in rows(two, "metrics_steps.jsonl")]
     assert steps == [r["step"] for r in rows(three, "metrics_steps.jsonl")]  # the same steps, none doubled
