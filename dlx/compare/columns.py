@@ -20,8 +20,7 @@ from dlx.errors import DlxError
 from dlx.registry import closest
 
 if TYPE_CHECKING:
-    from dlx.compare.records import RunRecord
-    from dlx.compare.table import Row
+    from dlx.compare.records import Row, RunRecord
 
 
 def dotted(data: Any, key: str) -> Any:

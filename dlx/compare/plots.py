@@ -22,8 +22,7 @@ from dlx.runs import write_png_atomic
 from dlx.sweep.spec import abbreviations, cell_name, format_value, name_part
 
 if TYPE_CHECKING:
-    from dlx.compare.records import RunRecord
-    from dlx.compare.table import Row
+    from dlx.compare.records import Row, RunRecord
 
 DPI = 110
 MAX_CURVES = 12  # more lines than this are unreadable in one plot

@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,9 @@ def _summary_problem(summary: Any) -> str | None:
         return f"{SUMMARY_FILE}: {problem}"
     if summary.get("status") not in STATUSES:
         return f"{SUMMARY_FILE} has no valid status (one of {', '.join(STATUSES)})"
-    for key, section, field, kind in _SUMMARY_CHECKS:
+    for key, section, name, kind in _SUMMARY_CHECKS:
         node = summary.get(section) if section else summary
-        value = node.get(field) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
         if value is not None and not _is(value, kind):
             return f"{SUMMARY_FILE}: {key!r} must be {kind}, got {type(value).__name__}"
     return None
@@ -370,3 +370,16 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[Skippe
         if collecting:
             gc.enable()
     return runs, skipped
+
+
+@dataclass
+class Row:
+    """One configuration: a single run, or runs that differ only by seed (mean, std over the runs)."""
+
+    runs: list[RunRecord]
+    values: dict[str, Any] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)

@@ -12,11 +12,10 @@ import json
 import re
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from dlx.compare.columns import COLUMNS, CONFIG, MISSING, Column, check_column, column, dotted
-from dlx.compare.records import RunRecord
+from dlx.compare.records import Row, RunRecord
 from dlx.config import flatten, parse_override
 from dlx.errors import ConfigError, DlxError
 from dlx.numbers import finite
@@ -28,19 +27,6 @@ NOT_CONFIGURATION = ("seed", "output", "data.data_dir", "data.download")
 
 
 # ---------------------------------------------------------------------------- rows
-
-
-@dataclass
-class Row:
-    """One configuration: a single run, or runs that differ only by seed (mean, std over the runs)."""
-
-    runs: list[RunRecord]
-    values: dict[str, Any] = field(default_factory=dict)
-    std: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        return len(self.runs)
 
 
 def configuration(r: RunRecord) -> dict[str, str]:
