@@ -105,7 +105,7 @@ def launch(
         with _worker_environment(spec, processes, cfg, threads, visible_devices):
             elastic_launch(config, sys.executable)("-P", "-m", "dlx.rank_entry")
     except ChildFailedError as e:
-        rank, failure = root_failure(e.failures) if e.failures else e.get_first_failure()
+        rank, failure = e.get_first_failure()
         failed = f"rank {rank} {_describe(failure)}"
         _record_failure(run, failed, rank)
     except SignalException as e:
@@ -162,14 +162,6 @@ class _worker_environment:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def root_failure(failures: dict[int, Any]) -> tuple[int, Any]:
-    """The rank that ended the run: one killed by a signal (out of memory, kill) rather than the ranks that then
-    exited with an error over the broken connection, whichever of them torch recorded first; else the earliest."""
-    killed = {rank: f for rank, f in failures.items() if f.exitcode is not None and f.exitcode < 0}
-    pool = killed or failures
-    return min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
 
 
 def _describe(failure: Any) -> str:

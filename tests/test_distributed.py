@@ -274,15 +274,3 @@ def test_a_two_process_checkpoint_resumes_on_one_process_at_the_rate_of_its_epoc
         assert resumed[1].param_groups[0]["lr"] == pytest.approx(one[1].param_groups[0]["lr"], rel=1e-12)
         moment = next(iter(resumed[1].state.values()))["momentum_buffer"]
         assert torch.equal(moment, next(iter(opt.state.values()))["momentum_buffer"])
-
-
-def test_the_rank_killed_by_a_signal_is_named_even_when_another_rank_failed_first() -> None:
-    """Rank 0 exits with an error over the connection a SIGKILLed rank broke; torch may record rank 0 first."""
-    from types import SimpleNamespace
-
-    from dlx.launch import root_failure
-
-    broken = SimpleNamespace(exitcode=1, timestamp=10)
-    killed = SimpleNamespace(exitcode=-9, timestamp=11)
-    assert root_failure({0: broken, 1: killed}) == (1, killed)
-    assert root_failure({0: broken, 1: SimpleNamespace(exitcode=1, timestamp=12)}) == (0, broken)
