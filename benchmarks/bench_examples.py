@@ -14,13 +14,11 @@ epoch, images/s, wall seconds (the whole call: data, model, training, test) and 
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_mnist import torchvision_mnist_root  # noqa: E402
 from dlx.config import config_from_dict  # noqa: E402
 from dlx.provenance import cpu_model  # noqa: E402
 from dlx.session import start_run  # noqa: E402
@@ -63,13 +62,7 @@ def examples_side(epochs: int, seed: int) -> dict[str, float]:
     from torchvision import datasets, transforms
 
     wall = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="dlx-bench-examples-"))
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for gz in (resources.files("dlx.data") / "mnist").iterdir():
-        if gz.name.endswith(".gz"):
-            with gzip.open(str(gz)) as src, open(raw / gz.name[:-3], "wb") as dst:
-                shutil.copyfileobj(src, dst)
+    root = torchvision_mnist_root("dlx-bench-examples-")
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_loader = DataLoader(datasets.MNIST(root, train=True, transform=tf), batch_size=64, shuffle=True)
     test_loader = DataLoader(datasets.MNIST(root, train=False, transform=tf), batch_size=1000)

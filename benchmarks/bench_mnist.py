@@ -70,18 +70,24 @@ def seconds_to(history: list[tuple[float, float]], target: float) -> str:
     return "not reached"
 
 
-def plain_loop(cfg, epochs: int, device: torch.device) -> list[tuple[float, float, float]]:
-    """The hand-written baseline: torchvision MNIST + DataLoader + ToTensor; returns (seconds, img/s, test acc)."""
-    from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms
-
-    root = Path(tempfile.mkdtemp(prefix="dlx-bench-"))
+def torchvision_mnist_root(prefix: str = "dlx-bench-") -> Path:
+    """A temp folder holding dlx's packaged MNIST as torchvision's MNIST/raw files (the caller removes it)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for gz in (resources.files("dlx.data") / "mnist").iterdir():
         if gz.name.endswith(".gz"):
             with gzip.open(str(gz)) as src, open(raw / gz.name[:-3], "wb") as dst:
                 shutil.copyfileobj(src, dst)
+    return root
+
+
+def plain_loop(cfg, epochs: int, device: torch.device) -> list[tuple[float, float, float]]:
+    """The hand-written baseline: torchvision MNIST + DataLoader + ToTensor; returns (seconds, img/s, test acc)."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    root = torchvision_mnist_root()
     steps = [transforms.ToTensor()]
     if cfg.data.normalize:
         steps.append(transforms.Normalize((0.1307,), (0.3081,)))

@@ -109,6 +109,10 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename itself lives in the directory entry; fsync the folder so it survives power loss.
     try:
@@ -227,7 +231,7 @@ class Run:
         Rewriting (not appending) keeps both files equal to the checkpoint's history, also after a
         resume that replays epochs an interrupted process had started.
         """
-        write_text_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in history))
+        write_jsonl_atomic(self.metrics_path, history)
         columns: list[str] = []
         for row in history:
             columns += [k for k in row if k not in columns]
@@ -247,7 +251,7 @@ class Run:
 
     def write_step_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite metrics_steps.jsonl whole, like metrics.jsonl: equal to what the checkpoint's steps produced."""
-        write_text_atomic(self.path / METRICS_STEPS, "".join(json.dumps(row) + "\n" for row in rows))
+        write_jsonl_atomic(self.path / METRICS_STEPS, rows)
 
     # --- exclusive use
     @property
