@@ -15,15 +15,18 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dlx.config import ExperimentConfig
-from dlx.distributed import World
+from dlx.distributed import LOST_PEER, World
 from dlx.errors import DlxError, first_line
 from dlx.runs import Run, create_run
 from dlx.signals import Terminated
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 # Handed by ``launch`` to the processes it starts: the checked config, the claimed run folder, how to train.
 LAUNCH_ENV = "DLX_LAUNCH"
@@ -105,7 +108,7 @@ def launch(
         with _worker_environment(spec, processes, cfg, threads, visible_devices):
             elastic_launch(config, sys.executable)("-P", "-m", "dlx.rank_entry")
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = root_failure(e)
         failed = f"rank {rank} {_describe(failure)}"
         _record_failure(run, failed, rank)
     except SignalException as e:
@@ -162,6 +165,21 @@ class _worker_environment:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def root_failure(error: ChildFailedError) -> tuple[int, Any]:
+    """The failure that caused the others: torch's first by time, unless that rank only lost another process,
+    then the lowest rank that failed otherwise. Times are whole seconds, and a killed rank's is when the agent
+    saw it: the rank that lost its peer often ties with it or comes first."""
+    rank, failure = error.get_first_failure()
+    if not _lost_peer(failure):
+        return rank, failure
+    causes = [(r, f) for r, f in sorted(error.failures.items()) if not _lost_peer(f)]
+    return causes[0] if causes else (rank, failure)
+
+
+def _lost_peer(failure: Any) -> bool:
+    return LOST_PEER in str(failure.message or "")
 
 
 def _describe(failure: Any) -> str:

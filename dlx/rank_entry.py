@@ -12,7 +12,7 @@ import signal
 import sys
 
 from dlx.config import config_from_dict
-from dlx.distributed import from_environment, lost_peer
+from dlx.distributed import LOST_PEER, end_process, from_environment, lost_peer
 from dlx.errors import DlxError, first_line
 from dlx.group import train_in_group
 from dlx.launch import LAUNCH_ENV
@@ -61,8 +61,9 @@ def worker_main() -> None:
             except RuntimeError as e:
                 if not lost_peer(e):
                     raise  # a crash of this rank: its traceback
-                ErrorHandler().record_exception(e)
-                raise DlxError(f"lost another process of the run ({first_line(e)})") from None
+                lost = DlxError(f"{LOST_PEER} ({first_line(e)})")  # a consequence: the launcher looks past it
+                ErrorHandler().record_exception(lost)
+                raise lost from None
             if summary["status"] != "completed":
                 sys.exit(1)
 
@@ -71,7 +72,7 @@ def worker_main() -> None:
         except typer.Exit as e:  # what guarded raises for the command line: this process's exit code
             sys.exit(e.exit_code)
 
-    body()
+    end_process(body)
 
 
 if __name__ == "__main__":

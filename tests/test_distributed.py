@@ -4,14 +4,20 @@ schedule resumed with other steps per epoch. Real ``--devices 2`` runs are in te
 
 from __future__ import annotations
 
+import gc
+import json
 import math
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 from typer.testing import CliRunner
 
 from dlx.build import global_batch, lr_factor, prepare
@@ -20,10 +26,10 @@ from dlx.config import config_from_dict
 from dlx.distributed import SINGLE, World, from_environment
 from dlx.errors import ConfigError, DlxError
 from dlx.group import check_launcher
-from dlx.launch import processes_for
+from dlx.launch import processes_for, root_failure
 from dlx.schedule import build_schedule
 from dlx.session import start_run
-from tests.conftest import tiny
+from tests.conftest import REPO, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -274,3 +280,66 @@ def test_a_two_process_checkpoint_resumes_on_one_process_at_the_rate_of_its_epoc
         assert resumed[1].param_groups[0]["lr"] == pytest.approx(one[1].param_groups[0]["lr"], rel=1e-12)
         moment = next(iter(resumed[1].state.values()))["momentum_buffer"]
         assert torch.equal(moment, next(iter(opt.state.values()))["momentum_buffer"])
+
+
+def _ddp_threads(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1))
+    dist.destroy_process_group()
+    gc.collect()
+    names = [(Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task")]
+    Path(f"{out}.{rank}").write_text(" ".join(names))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads from /proc")
+def test_ddp_leaves_gloo_threads_running_after_destroy_process_group(tmp_path: Path) -> None:
+    """Why a rank ends with os._exit (end_process): gloo's threads outlive destroy_process_group once DDP held
+    the group. If a torch release frees the group, this fails and end_process can go."""
+    out = str(tmp_path / "threads")
+    mp.start_processes(_ddp_threads, args=(_free_port(), out), nprocs=2, start_method="spawn")
+    assert "gloo" in Path(f"{out}.0").read_text()
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "stdout", "stderr"),
+    [
+        ("print('done', end='')", 0, "done", ""),
+        ("print('partial', end=''); sys.exit(3)", 3, "partial", ""),
+        ("sys.exit('refused: a reason')", 1, "", "refused: a reason"),
+        ("raise ValueError('a crash')", 1, "", "ValueError: a crash"),
+        ("raise KeyboardInterrupt", 130, "", ""),
+    ],
+)
+def test_end_process_exits_with_the_entry_outcome_and_flushes(body: str, code: int, stdout: str, stderr: str) -> None:
+    program = f"import sys\nfrom dlx.distributed import end_process\ndef entry():\n    {body}\nend_process(entry)\n"
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code
+    assert done.stdout == stdout
+    assert stderr in done.stderr
+
+
+def _failure(tmp_path: Path, rank: int, exitcode: int, message: str | None) -> ProcessFailure:
+    error_file = tmp_path / f"error{rank}.json"
+    if message is not None:  # what torch's ErrorHandler writes for a rank's exception
+        data = {"message": {"message": message, "extraInfo": {"py_callstack": "", "timestamp": "1700000000"}}}
+        error_file.write_text(json.dumps(data))
+    return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode, error_file=str(error_file))
+
+
+def test_the_root_failure_is_the_killed_rank_not_the_one_that_lost_it(tmp_path: Path) -> None:
+    # Rank 0's error file is older than the moment the agent saw rank 1 killed: torch names rank 0 first.
+    lost = _failure(tmp_path, 0, 1, "DlxError: lost another process of the run (Connection reset by peer)")
+    killed = _failure(tmp_path, 1, -9, None)
+    error = ChildFailedError("dlx", {0: lost, 1: killed})
+    assert error.get_first_failure()[0] == 0
+    rank, failure = root_failure(error)
+    assert (rank, failure.exitcode) == (1, -9)
+
+
+def test_the_root_failure_is_torchs_first_when_it_is_a_cause(tmp_path: Path) -> None:
+    crashed = _failure(tmp_path, 1, 1, "ValueError: a bug")
+    error = ChildFailedError("dlx", {0: _failure(tmp_path, 0, -15, None), 1: crashed})
+    assert root_failure(error)[0] == 1
+    only_lost = ChildFailedError("dlx", {0: _failure(tmp_path, 0, 1, "lost another process of the run (x)")})
+    assert root_failure(only_lost)[0] == 0
