@@ -4,6 +4,8 @@ store, a missing package named with its extra, a failing tracker that does not f
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 from dlx.cli import app
 from dlx.config import config_from_dict
 from dlx.session import start_run
-from tests.conftest import tiny
+from tests.conftest import REPO, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,3 +149,10 @@ def test_startup_seconds_and_auto_precision_are_in_the_summary(runs_dir: Path, m
         monkeypatch.setattr(dlx.devices, "native_cpu_bf16", lambda has_bf16=has_bf16: has_bf16)
         assert resolve_precision(cfg, torch.device("cpu")).train.precision == chosen
     assert resolve_precision(config_from_dict(small(runs_dir)), torch.device("cpu")).train.precision == "fp32"
+
+
+def test_a_run_records_torchvisions_own_version_without_importing_it() -> None:
+    program = ("import sys; from dlx.provenance import versions; v = versions()['torchvision']; "
+               "assert 'torchvision' not in sys.modules; import torchvision; print(v == torchvision.__version__)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
