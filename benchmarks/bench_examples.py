@@ -8,7 +8,8 @@ Adadelta lr 1.0, StepLR(step_size=1, gamma=0.7), Normalize((0.1307,), (0.3081,))
 DataLoader, trained on all 60,000 images and tested on 10,000: its loop, written here as main.py writes it.
 dlx: the same ``Net`` through ``model.class_path``, data.mean/std 0.1307/0.3081, val_size 0, the same optimizer and
 schedule, its default channels_last. Printed: the CPU, torch, threads; per side the median training seconds per
-epoch, images/s, wall seconds (the whole call: data, model, training, test) and test accuracy.
+epoch, images/s, MFU (as bench_mnist.py defines it), wall seconds (the whole call: data, model, training, test)
+and test accuracy.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_mnist import torchvision_mnist_root  # noqa: E402
+from benchmarks.bench_mnist import matmul_peak, torchvision_mnist_root  # noqa: E402
 from dlx.config import config_from_dict  # noqa: E402
+from dlx.modelinfo import flops_per_image  # noqa: E402
 from dlx.provenance import cpu_model  # noqa: E402
 from dlx.session import start_run  # noqa: E402
 
@@ -127,11 +129,14 @@ def main() -> None:
     shutil.rmtree(runs_dir, ignore_errors=True)
     print(f"cpu: {cpu_model()}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
           f"{args.epochs} epoch(s), {args.repeat} repeats, medians")  # fmt: skip
-    print(f"{'':18} {'train s/epoch':>14} {'images/s':>10} {'wall s':>8} {'test acc':>9}")
+    peak, fwd = matmul_peak(torch.device("cpu")), flops_per_image(Net(), (1, 28, 28))
+    print(f"fp32 matmul peak {peak / 1e9:,.1f} GFLOP/s; Net {fwd / 1e6:.2f} MFLOPs forward per image; MFU = 3 x "
+          f"forward FLOPs x images/s / peak")  # fmt: skip
+    print(f"{'':18} {'train s/epoch':>14} {'images/s':>10} {'MFU':>7} {'wall s':>8} {'test acc':>9}")
     for side, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        print(f"{side:18} {med['train_s'] / args.epochs:>14.1f} {med['img_s']:>10,.0f} {med['wall_s']:>8.1f} "
-              f"{100 * med['test_acc']:>8.2f}%")  # fmt: skip
+        print(f"{side:18} {med['train_s'] / args.epochs:>14.1f} {med['img_s']:>10,.0f} "
+              f"{100 * 3 * fwd * med['img_s'] / peak:>6.1f}% {med['wall_s']:>8.1f} {100 * med['test_acc']:>8.2f}%")  # fmt: skip
     ex, dl = (statistics.median(r["train_s"] for r in results[k]) for k in ("pytorch/examples", "dlx"))
     print(f"dlx / examples training time: {dl / ex:.2f}x")
 
