@@ -98,8 +98,9 @@ def import_book(path: Path, output: Path, experiment: Path | None = None) -> Pat
     from dlx.checkpoint import save_checkpoint
     from dlx.config import config_from_dict, load_config
     from dlx.data.datasets import load_data
+    from dlx.outputs import check_output_folder
     from dlx.record import now
-    from dlx.runs import Run, check_output_folder
+    from dlx.runs import Run
 
     params = read_book_params(path)
     cfg = load_config(experiment, []) if experiment is not None else config_from_dict(BOOK_RECIPE)

@@ -249,9 +249,9 @@ def profile(
     def body() -> None:
         from dlx.build import prepare
         from dlx.config import load_config
+        from dlx.outputs import check_output_folder
         from dlx.profile import print_profile, write_profile
         from dlx.profile import profile as run_profile
-        from dlx.runs import check_output_folder
 
         cfg = load_config(config, set_ or [])
         if output is not None:

@@ -23,7 +23,7 @@ from dlx.compare.replicates import distinct_runs
 from dlx.compare.steps import AXES
 from dlx.compare.table import FORMATS, Row, fill, filter_runs, make_rows, print_table, render, sort_rows
 from dlx.errors import DlxError
-from dlx.runs import check_output_folder
+from dlx.outputs import check_output_folder
 
 __all__ = ["FORMATS", "Comparison", "Row", "RunRecord", "Skipped", "compare", "load_runs", "make_rows",
            "print_table", "render"]  # fmt: skip

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from dlx.errors import DlxError
-from dlx.runs import Run, check_output_folder, is_run_dir
+from dlx.outputs import check_output_folder
+from dlx.runs import Run, is_run_dir
 
 
 def label(run: Path) -> str:

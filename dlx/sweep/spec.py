@@ -40,7 +40,7 @@ from dlx.config import (
     set_dotted,
 )
 from dlx.errors import ConfigError, DlxError
-from dlx.runs import check_output_folder
+from dlx.outputs import check_output_folder
 
 SWEEPS_DIR = Path("experiments")
 # pydantic's pattern= (Rust regex) and re.fullmatch: with re.match, ``$`` would let a trailing newline through.
