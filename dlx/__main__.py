@@ -2,7 +2,7 @@
 
 Under torchrun the entry is wrapped in torch's ``@record``: a crash writes its traceback into the error file
 the elastic agent reads, so torchrun's report names the failing rank's error. A process of a multi-process run
-(WORLD_SIZE > 1) ends through ``dlx.distributed.end_process``: no interpreter finalization with gloo's threads.
+(WORLD_SIZE > 1) ends through ``dlx.process_end.end_process``: no interpreter finalization with gloo's threads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def run() -> None:
 
         entry = record(main)
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):  # a bad value: main names it
-        from dlx.distributed import end_process
+        from dlx.process_end import end_process
 
         end_process(entry)
     entry()

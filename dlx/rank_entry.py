@@ -12,10 +12,11 @@ import signal
 import sys
 
 from dlx.config import config_from_dict
-from dlx.distributed import LOST_PEER, end_process, from_environment, lost_peer
+from dlx.distributed import LOST_PEER, from_environment, lost_peer
 from dlx.errors import DlxError, first_line
 from dlx.group import train_in_group
 from dlx.launch import LAUNCH_ENV
+from dlx.process_end import end_process
 
 
 def die_with_parent(parent: int) -> None:

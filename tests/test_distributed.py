@@ -312,7 +312,7 @@ def test_ddp_leaves_gloo_threads_running_after_destroy_process_group(tmp_path: P
     ],
 )
 def test_end_process_exits_with_the_entry_outcome_and_flushes(body: str, code: int, stdout: str, stderr: str) -> None:
-    program = f"import sys\nfrom dlx.distributed import end_process\ndef entry():\n    {body}\nend_process(entry)\n"
+    program = f"import sys\nfrom dlx.process_end import end_process\ndef entry():\n    {body}\nend_process(entry)\n"
     done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == code
     assert done.stdout == stdout
