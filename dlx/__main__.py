@@ -1,30 +1,30 @@
 """``python -m dlx``: the command line, also as a launcher starts it (``torchrun -m dlx train X.yaml``).
 
 Under torchrun the entry is wrapped in torch's ``@record``: a crash writes its traceback into the error file
-the elastic agent reads, so torchrun's report names the failing rank's error. A process of a multi-process run
-(WORLD_SIZE > 1) ends through ``dlx.process_end.end_process``: no interpreter finalization with gloo's threads.
+the elastic agent reads, so torchrun's report names the failing rank's error. Like the ``dlx`` command, the
+process ends through ``dlx.process_end.end_process``: no interpreter finalization
+(about 1 s with PyTorch loaded, and where gloo's threads can abort a rank).
 """
 
 from __future__ import annotations
 
 import os
-import sys
+from typing import NoReturn
 
-from dlx.cli import main
+from dlx.cli import app
+from dlx.process_end import end_process
 
 
-def run() -> None:
-    entry = main
+def run() -> NoReturn:
+    def entry() -> None:
+        app(prog_name="dlx")
+
     if "TORCHELASTIC_ERROR_FILE" in os.environ:
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        entry = record(main)
-    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):  # a bad value: main names it
-        from dlx.process_end import end_process
-
-        end_process(entry)
-    entry()
+        entry = record(entry)
+    end_process(entry)
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from dlx.cli_app import _console, _err, app, guarded
+from dlx.process_end import end_process
 
 __all__ = ["app", "guarded", "main"]
 
@@ -270,9 +271,11 @@ def profile(
 from dlx import cli_after, cli_runs, cli_tools  # noqa: E402, F401 - registers eval, export, predict, ensemble; runs, augment; schema
 
 
-def main() -> None:
-    app(prog_name="dlx")
+def main() -> NoReturn:
+    """The ``dlx`` entry point: the app, then the process ends without the interpreter's finalization (about 1 s
+    with PyTorch loaded; ``dlx.process_end``)."""
+    end_process(lambda: app(prog_name="dlx"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
