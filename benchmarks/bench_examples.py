@@ -7,9 +7,9 @@ pytorch/examples: ``Net`` (conv 32, conv 64, max pool, dropout 0.25, fc 128, dro
 Adadelta lr 1.0, StepLR(step_size=1, gamma=0.7), Normalize((0.1307,), (0.3081,)), torchvision's MNIST through a
 DataLoader, trained on all 60,000 images and tested on 10,000: its loop, written here as main.py writes it.
 dlx: the same ``Net`` through ``model.class_path``, data.mean/std 0.1307/0.3081, val_size 0, the same optimizer and
-schedule, its default channels_last. Printed: the CPU, torch, threads; per side the median training seconds per
-epoch, images/s, MFU (as bench_mnist.py defines it), wall seconds (the whole call: data, model, training, test)
-and test accuracy.
+schedule, channels_last by default (auto: the Net has convolutions). Printed: the CPU, torch, threads; per side
+the median training seconds per epoch, images/s, MFU (as bench_mnist.py defines it), wall seconds (the whole
+call: data, model, training, test) and test accuracy.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
     python benchmarks/bench_mnist.py                       # the book's recipe: 1 epoch a side, 3 rounds, medians
     python benchmarks/bench_mnist.py --epochs 3 --repeat 3 --config experiments/mnist_deep.yaml
+    python benchmarks/bench_mnist.py --sides dlx careful --set train.compile=true   # both sides compiled
 
 The three sides train the same model (same init, optimizer, learning rate and batch size) on the same
 training images (data.val_size held out) and measure the 10,000 test images after every epoch:
 - dlx: ``dlx train`` as a library call (whole dataset on the device, batched index slices);
 - plain: torchvision.datasets.MNIST + DataLoader + ToTensor, the usual hand-written loop;
 - careful: what a strong engineer writes in 40 lines: the images as one normalized tensor on the device, a
-  permutation sliced per batch, channels_last when the config has it, zero_grad(set_to_none), inference_mode.
+  permutation sliced per batch, channels_last when dlx would use it, zero_grad(set_to_none), inference_mode,
+  and torch.compile when the config has it (compiled before the timed epochs, as dlx does).
 The hand-written sides keep the optimizer's constant rate (no schedule, no augmentation): their accuracy
 matches dlx's only on a config without them, such as the book's recipe. The sides alternate within each round (the order
 rotates between rounds) so drifts of the machine reach all of them.
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dlx.build import build_initialized_model  # noqa: E402
+from dlx.build import build_initialized_model, uses_channels_last  # noqa: E402
 from dlx.config import load_config  # noqa: E402
 from dlx.devices import resolve_device  # noqa: E402
 from dlx.modelinfo import flops_per_image  # noqa: E402
@@ -175,10 +177,14 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     shutil.rmtree(root, ignore_errors=True)
     keep = training_indices(cfg, len(tensors[0][0])).to(device)
     (x_train, y_train), (x_test, y_test) = (tensors[0][0][keep], tensors[0][1][keep]), tensors[1]
-    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model, opt = fresh_model(cfg, device)
+    layout = torch.channels_last if uses_channels_last(cfg, model) else torch.contiguous_format
     model.to(memory_format=layout)
     batch, out = cfg.data.batch_size, []
+    if cfg.train.compile:  # as dlx: compiled before the timed epochs (a backward on one batch, then no step)
+        model = torch.compile(model)
+        F.cross_entropy(model(x_train[:batch].contiguous(memory_format=layout)), y_train[:batch]).backward()
+        opt.zero_grad(set_to_none=True)
     for _ in range(epochs):
         model.train()
         t = time.perf_counter()
@@ -208,10 +214,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each side once per round (medians)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sides", nargs="+", default=["dlx", "plain", "careful"], choices=["dlx", "plain", "careful"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every side, as dlx train --set (e.g. train.compile=true)")  # fmt: skip
     args = parser.parse_args()
 
     overrides = [f"train.epochs={args.epochs}", f"train.device={args.device}", "train.test_every_epoch=true",
-                 "output.plots=false"]  # fmt: skip
+                 "output.plots=false", *args.set]  # fmt: skip
     cfg = load_config(args.config, overrides)
     device = resolve_device(cfg.train.device)
     peak = matmul_peak(device)

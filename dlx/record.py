@@ -60,6 +60,7 @@ class RunRecorder:
             **setup.transfer.summary(),
         }
         self.summary["precision"] = cfg.train.precision
+        self.summary["channels_last"] = cfg.train.channels_last  # train.channels_last: auto resolved for the model
         if setup.precision_auto is not None:
             self.summary["precision_auto"] = setup.precision_auto
         if setup.data.source is not None:  # your own images: where from, how split, what was skipped, mean/std

@@ -119,3 +119,18 @@ def test_test_time_augmentation_averages_shifted_views_and_no_flips_for_digits(t
     r = evaluate_run(trained["run_dir"], tta=True, pictures=False)
     assert r["tta"] == tta_views(False) and r["folder"].endswith("test-best-fp32-tta")
     assert abs(r["acc"] - trained["test_acc"]) <= 0.05  # the same weights, averaged over near-identical views
+
+
+def test_a_stored_config_matches_the_auto_it_was_resolved_from(runs_dir: Path) -> None:
+    """A sweep cell trained with precision/channels_last auto stores what auto became; re-running it is no change."""
+    from dlx.config import config_differences
+
+    auto = config_from_dict(tiny(runs_dir, **{"train.precision": "auto"})).to_dict()
+    assert auto["train"]["channels_last"] == "auto"  # the default
+    stored = {**auto, "train": {**auto["train"], "precision": "fp32", "channels_last": True}}
+    assert config_differences(stored, auto) == []
+    fixed = {**auto, "train": {**auto["train"], "precision": "bf16", "channels_last": False}}
+    assert config_differences(stored, fixed) == [
+        "train.channels_last: True -> False",
+        "train.precision: 'fp32' -> 'bf16'",
+    ]

@@ -58,7 +58,7 @@ def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
         "name: t\n"
         "model: {widht: 2}\n"
         "optimizer: {name: adm, lr: -1}\n"
-        "train: {precision: fp8, device: gpu, epochs: x}\n"
+        "train: {precision: fp8, device: gpu, epochs: x, channels_last: maybe}\n"
         "foo: 1\n",
     )
     p = str(path)
@@ -70,6 +70,7 @@ def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
         f"{p}: train.epochs: got 'x'; input should be a valid integer, unable to parse string as an integer",
         f"{p}: train.device: got 'gpu'; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
         f"{p}: train.precision: got 'fp8'; allowed: 'fp32', 'bf16', 'fp16' or 'auto'",
+        f"{p}: train.channels_last: got 'maybe'; allowed: true, false or 'auto'",
         f"{p}: foo: unknown key; allowed: name, seed, data, model, init, optimizer, regularization, augment, "
         "schedule, train, output",
     ]

@@ -151,6 +151,26 @@ def test_startup_seconds_and_auto_precision_are_in_the_summary(runs_dir: Path, m
     assert resolve_precision(config_from_dict(small(runs_dir)), torch.device("cpu")).train.precision == "fp32"
 
 
+def test_channels_last_auto_is_on_for_a_conv_model_and_off_for_an_mlp(runs_dir: Path) -> None:
+    import torch
+    import yaml
+
+    from dlx.build import prepare
+
+    summary = start_run(config_from_dict(tiny(runs_dir, **{"train.epochs": 1})), quiet=True)
+    assert summary["channels_last"] is True  # the default, auto, for the deep CNN's convolutions
+    recorded = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
+    assert recorded["train"]["channels_last"] is True  # what it trained with, as train.precision: auto
+    conv = prepare(config_from_dict(tiny(runs_dir)))
+    assert conv.config.train.channels_last is True
+    assert conv.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    mlp = prepare(config_from_dict(tiny(runs_dir, **{"model": {"name": "mlp"}})))
+    assert mlp.config.train.channels_last is False
+    for given in (True, False):  # as given, whatever the model
+        assert prepare(config_from_dict(tiny(runs_dir, **{"model": {"name": "mlp"}, "train.channels_last": given}))
+                       ).config.train.channels_last is given  # fmt: skip
+
+
 def test_a_run_records_torchvisions_own_version_without_importing_it() -> None:
     program = ("import sys; from dlx.provenance import versions; v = versions()['torchvision']; "
                "assert 'torchvision' not in sys.modules; import torchvision; print(v == torchvision.__version__)")  # fmt: skip

@@ -321,16 +321,25 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Keys a run resolves when it starts (``auto`` made concrete for its machine and model); config.yaml records the
+# choice, so a stored value is what ``auto`` became, not a change.
+RESOLVED_AT_START = ("train.precision", "train.channels_last")
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ("output",)) -> list[str]:
     """``key: old -> new`` for every dotted key whose value differs (sections in ``skip`` left out).
 
     ``old`` is read with today's schema first when it can be: a key added to dlx since it was written takes its
-    default there, so a run or sweep made by an earlier dlx still compares equal to itself.
+    default there, so a run or sweep made by an earlier dlx still compares equal to itself. ``auto`` in ``new``
+    matches whatever a run stored for a key in RESOLVED_AT_START (a sweep cell trained with precision ``auto``).
     """
     with contextlib.suppress(ConfigError):  # not valid today: compared as written
         old = validate(copy.deepcopy(old), "<stored config>").to_dict()
     a = {k: v for k, v in flatten(old).items() if k.split(".")[0] not in skip}
     b = {k: v for k, v in flatten(new).items() if k.split(".")[0] not in skip}
+    for key in RESOLVED_AT_START:
+        if b.get(key) == "auto" and key in a:
+            b[key] = a[key]
     return [
         f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted({*a, *b}) if a.get(k) != b.get(k)
     ]

@@ -290,7 +290,9 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
         "fp32", description="auto: bf16 where the device computes it natively (AMX/AVX512-BF16 CPU, Ampere+ GPU)"
     )
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="channels-last (NHWC) model and batches; auto: when the model has a 2-D convolution"
+    )
     compile: bool = False
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     early_stopping: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement")
@@ -310,6 +312,13 @@ class TrainConfig(Section):
         if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DEVICES):
             return v
         raise ValueError(f"got {v!r}; allowed: 'auto' or a number of processes 1..{MAX_DEVICES}")
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _layout_form(cls, v: Any) -> bool | str:
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError(f"got {v!r}; allowed: true, false or 'auto'")
 
     @field_validator("device")
     @classmethod
