@@ -50,6 +50,8 @@ def test_book_recipe_is_the_books() -> None:
         1e-3,
     )
     assert (cfg.data.batch_size, cfg.train.epochs, cfg.augment.rotate, cfg.schedule.name) == (100, 20, 0, "none")
+    # All 60,000 training images, pixels in [0, 1], the final weights tested (train_deepnet.py's Trainer).
+    assert (cfg.data.val_size, cfg.data.normalize) == (0, False)
 
 
 def test_every_problem_reported_at_once_one_line_each(tmp_path: Path) -> None:
