@@ -35,7 +35,7 @@ def problems(path: Path, overrides: list[str] | None = None) -> list[str]:
 
 
 def test_shipped_experiments_validate() -> None:
-    for path in sorted((REPO / "experiments").glob("mnist_*.yaml")):
+    for path in [*sorted((REPO / "experiments").glob("mnist_*.yaml")), REPO / "benchmarks" / "examples_net.yaml"]:
         cfg = load_config(path)
         assert isinstance(cfg, ExperimentConfig)
         assert cfg.name == path.stem
