@@ -67,7 +67,7 @@ def load_trained(
     cfg = load_run_config(trained.run.config_path)
     if changes:
         cfg = config_from_dict(apply_overrides(cfg.to_dict(), changes), str(trained.run.config_path))
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"devices": 1})})
+    cfg = cfg.with_train(devices=1)
     setup = prepare(cfg, download=False, device=device, measuring=True)
     state = load_checkpoint(trained.checkpoint, map_location=setup.device).get("model")
     if not isinstance(state, dict):

@@ -180,10 +180,7 @@ def resolve_layout(cfg: ExperimentConfig, model: nn.Module) -> ExperimentConfig:
     """The config with ``train.channels_last: auto`` made true or false; the run's config.yaml records that."""
     if cfg.train.channels_last != "auto":
         return cfg
-    train = cfg.train.model_copy(update={"channels_last": uses_channels_last(cfg, model)})
-    resolved = cfg.model_copy(update={"train": train})
-    resolved._source_file = cfg._source_file
-    return resolved
+    return cfg.with_train(channels_last=uses_channels_last(cfg, model))
 
 
 def make_batches(setup: Setup, split: Split, *, train: bool = False, batch_size: int | None = None) -> Batches:

@@ -71,10 +71,7 @@ def resolve_precision(cfg: ExperimentConfig, device: torch.device) -> Experiment
         return cfg
     native = native_cpu_bf16() if device.type == "cpu" else (
         device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))  # fmt: skip
-    train = cfg.train.model_copy(update={"precision": "bf16" if native else "fp32"})
-    resolved = cfg.model_copy(update={"train": train})
-    resolved._source_file = cfg._source_file
-    return resolved
+    return cfg.with_train(precision="bf16" if native else "fp32")
 
 
 def precision_reason(cfg: ExperimentConfig, device: torch.device) -> str:

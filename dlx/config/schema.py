@@ -397,6 +397,10 @@ class ExperimentConfig(Section):
             raise ValueError(" | ".join(problems))
         return self
 
+    def with_train(self, **changes: Any) -> ExperimentConfig:
+        """A copy with these ``train`` keys changed (a value dlx resolved, e.g. ``auto``); the source file kept."""
+        return self.model_copy(update={"train": self.train.model_copy(update=changes)})
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
