@@ -11,18 +11,16 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from dlx.cli import app
+from dlx.cli import run_app
 from dlx.process_end import end_process
 
 
 def run() -> NoReturn:
-    def entry() -> None:
-        app(prog_name="dlx")
-
+    entry = run_app
     if "TORCHELASTIC_ERROR_FILE" in os.environ:
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        entry = record(entry)
+        entry = record(run_app)
     end_process(entry)
 
 

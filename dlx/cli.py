@@ -13,7 +13,7 @@ import typer
 from dlx.cli_app import _console, _err, app, guarded
 from dlx.process_end import end_process
 
-__all__ = ["app", "guarded", "main"]
+__all__ = ["app", "guarded", "main", "run_app"]
 
 
 @app.command()
@@ -271,10 +271,15 @@ def profile(
 from dlx import cli_after, cli_runs, cli_tools  # noqa: E402, F401 - registers eval, export, predict, ensemble; runs, augment; schema
 
 
+def run_app() -> None:
+    """The command line in this process, under the name ``dlx`` (what ``main`` and ``python -m dlx`` run)."""
+    app(prog_name="dlx")
+
+
 def main() -> NoReturn:
     """The ``dlx`` entry point: the app, then the process ends without the interpreter's finalization (about 1 s
     with PyTorch loaded; ``dlx.process_end``)."""
-    end_process(lambda: app(prog_name="dlx"))
+    end_process(run_app)
 
 
 if __name__ == "__main__":
