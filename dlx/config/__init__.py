@@ -6,7 +6,8 @@ everything at once with pydantic and reports *every* problem as one line:
     experiments/x.yaml: model.widht: unknown key; did you mean 'width'?
     experiments/x.yaml: train.precision: got 'fp8'; allowed: 'fp32', 'bf16', 'fp16' or 'auto'
 
-Everything after this package works with typed objects. Modules: ``schema`` (the sections), ``checks``
+Everything after this package works with typed objects. Modules: ``schema`` (the sections; ``section`` their
+base, ``data_section`` the data section), ``checks``
 (registered names, keywords, user models, transfer keys), ``loading`` (files, extends, overrides),
 ``messages`` (one line per problem).
 """
