@@ -11,6 +11,8 @@ training images (data.val_size held out) and measure the 10,000 test images afte
 - careful: what a strong engineer writes in 40 lines: the images as one normalized tensor on the device, a
   permutation sliced per batch, channels_last when dlx would use it, zero_grad(set_to_none), inference_mode,
   and torch.compile when the config has it (compiled before the timed epochs, as dlx does).
+Both hand-written sides train in the config's train.precision (``auto`` resolved as dlx resolves it): bf16 or
+fp16 autocast around forward and loss, with a GradScaler for fp16, as torch's AMP recipe writes it.
 The hand-written sides keep the optimizer's constant rate (no schedule, no augmentation): their accuracy
 matches dlx's only on a config without them, such as the book's recipe. The sides alternate within each round (the order
 rotates between rounds) so drifts of the machine reach all of them.
@@ -44,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from dlx.build import build_initialized_model, uses_channels_last  # noqa: E402
 from dlx.config import load_config  # noqa: E402
-from dlx.devices import resolve_device  # noqa: E402
+from dlx.devices import AMP_DTYPES, resolve_device, resolve_precision  # noqa: E402
 from dlx.modelinfo import flops_per_image  # noqa: E402
 from dlx.optim import build_optimizer  # noqa: E402
 from dlx.provenance import cpu_model  # noqa: E402
@@ -121,6 +123,12 @@ def dlx_side(cfg) -> Epochs:
     return [(r["seconds"], r["images_per_s"], r["test_acc"]) for r in map(json.loads, lines)]
 
 
+def amp_for(cfg, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """The autocast dtype of the config's (resolved) precision, and a GradScaler that works only for fp16."""
+    precision = resolve_precision(cfg, device).train.precision
+    return AMP_DTYPES[precision], torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
 def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     """The usual hand-written baseline: torchvision MNIST + DataLoader + ToTensor."""
     from torch.utils.data import DataLoader, Subset
@@ -137,6 +145,7 @@ def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     train_loader = DataLoader(train, batch_size=cfg.data.batch_size, shuffle=True)
     test_loader = DataLoader(test, batch_size=cfg.data.eval_batch_size)
     model, opt = fresh_model(cfg, device)
+    amp, scaler = amp_for(cfg, device)
     out = []
     for _ in range(epochs):
         model.train()
@@ -144,17 +153,19 @@ def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
         n = 0
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             n += len(y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
         model.eval()
         correct = 0
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             for x, y in test_loader:
                 correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
         out.append((seconds, n / seconds, correct / len(test)))
@@ -180,6 +191,7 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     model, opt = fresh_model(cfg, device)
     layout = torch.channels_last if uses_channels_last(cfg, model) else torch.contiguous_format
     model.to(memory_format=layout)
+    amp, scaler = amp_for(cfg, device)
     batch, out = cfg.data.batch_size, []
     if cfg.train.compile:  # as dlx: compiled before the timed epochs (a backward on one batch, then no step)
         model = torch.compile(model)
@@ -192,15 +204,17 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
         n = len(perm) // batch * batch  # whole batches, as dlx (drop_last)
         for i in range(0, n, batch):
             idx = perm[i : i + batch]
-            loss = F.cross_entropy(model(x_train[idx].contiguous(memory_format=layout)), y_train[idx])
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = F.cross_entropy(model(x_train[idx].contiguous(memory_format=layout)), y_train[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             correct = sum(int((model(x_test[i : i + 1000].contiguous(memory_format=layout)).argmax(1)
                                == y_test[i : i + 1000]).sum()) for i in range(0, len(y_test), 1000))  # fmt: skip
         out.append((seconds, n / seconds, correct / len(y_test)))
@@ -228,7 +242,8 @@ def main() -> None:
     print(f"{cpu_model()}, {os.cpu_count()} CPUs; device {device} ({torch.get_num_threads()} threads); torch "
           f"{torch.__version__}, Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}")  # fmt: skip
     print(f"fp32 matmul peak {peak / 1e9:,.1f} GFLOP/s; model {cfg.model.name}: {fwd / 1e6:.2f} MFLOPs forward per "
-          f"image; batch {cfg.data.batch_size}; {args.epochs} epoch(s) x {args.repeat} rounds; {args.config}")  # fmt: skip
+          f"image; batch {cfg.data.batch_size}; {resolve_precision(cfg, device).train.precision}; {args.epochs} "
+          f"epoch(s) x {args.repeat} rounds; {args.config}")  # fmt: skip
 
     run = {"dlx": lambda: dlx_side(cfg), "plain": lambda: plain_loop(cfg, args.epochs, device),
            "careful": lambda: careful_loop(cfg, args.epochs, device)}  # fmt: skip

@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_accuracy.py                           # fast x3, deep x5, book x3 seeds
     python benchmarks/time_to_accuracy.py --only mnist_fast --seeds 0 1 2 3 4
+    python benchmarks/time_to_accuracy.py --only mnist_deep --set train.precision=bf16   # extra --set for every run
 
 Each run is ``dlx train experiments/<name>.yaml --set seed=S`` in a fresh process, as a user types it, with
 ``train.test_every_epoch`` on when the experiment has more than one epoch (the test set measured after every
@@ -36,10 +37,10 @@ TARGETS = (0.99, 0.993, 0.994)
 SEEDS = {"mnist_fast": 3, "mnist_deep": 5, "mnist_deep_book": 3}
 
 
-def one_run(name: str, seed: int, runs_dir: Path) -> dict[str, object]:
-    """Train ``experiments/<name>.yaml`` with ``seed`` in a new process; its figures."""
+def one_run(name: str, seed: int, runs_dir: Path, extra: list[str]) -> dict[str, object]:
+    """Train ``experiments/<name>.yaml`` with ``seed`` (and the ``extra`` --set items) in a new process; its figures."""
     config = REPO / "experiments" / f"{name}.yaml"
-    sets = [f"seed={seed}", f"output.runs_dir={runs_dir}", f"train.test_every_epoch={epochs_of(config) > 1}"]
+    sets = [f"seed={seed}", f"output.runs_dir={runs_dir}", f"train.test_every_epoch={epochs_of(config) > 1}", *extra]
     argv = [sys.executable, "-m", "dlx", "train", str(config), "--run-id", f"seed{seed}", "-q"]
     for s in sets:
         argv += ["--set", s]
@@ -79,10 +80,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(SEEDS), help="these experiments (default: all three)")
     parser.add_argument("--seeds", nargs="+", type=int, help="these seeds (default: 3, 5 and 3 seeds from 0)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to every run's dlx train --set (e.g. train.precision=bf16)")  # fmt: skip
     args = parser.parse_args()
 
-    print(f"{cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
-          f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}")  # fmt: skip
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    extra = f"; --set {' '.join(args.set)}" if args.set else ""
+    print(f"{cpu_model()}{gpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+          f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}{extra}")  # fmt: skip
     head = "".join(f"{'s to ' + format(t, '.1%'):>12}" for t in TARGETS)
     with tempfile.TemporaryDirectory(prefix="dlx-tta-") as tmp:
         for name in args.only or list(SEEDS):
@@ -92,7 +97,7 @@ def main() -> None:
             )
             results = []
             for seed in seeds:
-                r = one_run(name, seed, Path(tmp))
+                r = one_run(name, seed, Path(tmp), args.set)
                 results.append(r)
                 cells = "".join(f"{r['reached'][t]:>12.1f}" if t in r["reached"] else f"{'-':>12}" for t in TARGETS)
                 print(f"{seed:>6}{100 * r['acc']:>9.2f}%{r['wall']:>9.1f}{r['startup']:>9.2f}{cells}", flush=True)
