@@ -195,7 +195,9 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     batch, out = cfg.data.batch_size, []
     if cfg.train.compile:  # as dlx: compiled before the timed epochs (a backward on one batch, then no step)
         model = torch.compile(model)
-        F.cross_entropy(model(x_train[:batch].contiguous(memory_format=layout)), y_train[:batch]).backward()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):  # the graph the epochs will run
+            warm = F.cross_entropy(model(x_train[:batch].contiguous(memory_format=layout)), y_train[:batch])
+        warm.backward()
         opt.zero_grad(set_to_none=True)
     for _ in range(epochs):
         model.train()
