@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_mnist import matmul_peak, torchvision_mnist_root  # noqa: E402
 from dlx.config import config_from_dict  # noqa: E402
 from dlx.modelinfo import flops_per_image  # noqa: E402
-from dlx.provenance import cpu_model  # noqa: E402
+from dlx.provenance import cpu_model, device_name  # noqa: E402
 from dlx.session import start_run  # noqa: E402
 
 
@@ -139,7 +139,7 @@ def main() -> None:
         print(f"round {i + 1}: " + "; ".join(f"{k} {v[-1]['train_s']:.1f}s {100 * v[-1]['test_acc']:.2f}%"
                                              for k, v in results.items()))  # fmt: skip
     shutil.rmtree(runs_dir, ignore_errors=True)
-    gpu = f"; gpu: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    gpu = f"; gpu: {device_name(device)}" if device.type == "cuda" else ""
     print(f"cpu: {cpu_model()}{gpu}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
           f"{args.epochs} epoch(s), {args.repeat} repeats, medians")  # fmt: skip
     peak, fwd = matmul_peak(device), flops_per_image(Net(), (1, 28, 28))

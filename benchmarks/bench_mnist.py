@@ -26,6 +26,7 @@ until the test accuracy first reached 99.0% and 99.3% (first round). MFU = 3 x f
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -35,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -123,10 +125,13 @@ def dlx_side(cfg) -> Epochs:
     return [(r["seconds"], r["images_per_s"], r["test_acc"]) for r in map(json.loads, lines)]
 
 
-def amp_for(cfg, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
-    """The autocast dtype of the config's (resolved) precision, and a GradScaler that works only for fp16."""
+def amp_for(cfg, device: torch.device) -> tuple[Callable[[], torch.autocast], torch.amp.GradScaler]:
+    """The autocast of the config's (resolved) precision, as a context factory (off for fp32), and a GradScaler
+    that works only for fp16."""
     precision = resolve_precision(cfg, device).train.precision
-    return AMP_DTYPES[precision], torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    amp = AMP_DTYPES[precision]
+    autocast = functools.partial(torch.autocast, device.type, dtype=amp, enabled=amp is not None)
+    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
@@ -145,7 +150,7 @@ def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     train_loader = DataLoader(train, batch_size=cfg.data.batch_size, shuffle=True)
     test_loader = DataLoader(test, batch_size=cfg.data.eval_batch_size)
     model, opt = fresh_model(cfg, device)
-    amp, scaler = amp_for(cfg, device)
+    autocast, scaler = amp_for(cfg, device)
     out = []
     for _ in range(epochs):
         model.train()
@@ -153,7 +158,7 @@ def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
         n = 0
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with autocast():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             scaler.scale(loss).backward()
@@ -165,7 +170,7 @@ def plain_loop(cfg, epochs: int, device: torch.device) -> Epochs:
         seconds = time.perf_counter() - t
         model.eval()
         correct = 0
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with torch.no_grad(), autocast():
             for x, y in test_loader:
                 correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
         out.append((seconds, n / seconds, correct / len(test)))
@@ -191,11 +196,11 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
     model, opt = fresh_model(cfg, device)
     layout = torch.channels_last if uses_channels_last(cfg, model) else torch.contiguous_format
     model.to(memory_format=layout)
-    amp, scaler = amp_for(cfg, device)
+    autocast, scaler = amp_for(cfg, device)
     batch, out = cfg.data.batch_size, []
     if cfg.train.compile:  # as dlx: compiled before the timed epochs (a backward on one batch, then no step)
         model = torch.compile(model)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):  # the graph the epochs will run
+        with autocast():  # the graph the epochs will run
             warm = F.cross_entropy(model(x_train[:batch].contiguous(memory_format=layout)), y_train[:batch])
         warm.backward()
         opt.zero_grad(set_to_none=True)
@@ -206,7 +211,7 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
         n = len(perm) // batch * batch  # whole batches, as dlx (drop_last)
         for i in range(0, n, batch):
             idx = perm[i : i + batch]
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with autocast():
                 loss = F.cross_entropy(model(x_train[idx].contiguous(memory_format=layout)), y_train[idx])
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -216,7 +221,7 @@ def careful_loop(cfg, epochs: int, device: torch.device) -> Epochs:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
         model.eval()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with torch.inference_mode(), autocast():
             correct = sum(int((model(x_test[i : i + 1000].contiguous(memory_format=layout)).argmax(1)
                                == y_test[i : i + 1000]).sum()) for i in range(0, len(y_test), 1000))  # fmt: skip
         out.append((seconds, n / seconds, correct / len(y_test)))

@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dlx.provenance import cpu_model  # noqa: E402
+from dlx.provenance import cpu_model, device_name  # noqa: E402
 
 TARGETS = (0.99, 0.993, 0.994)
 SEEDS = {"mnist_fast": 3, "mnist_deep": 5, "mnist_deep_book": 3}
@@ -84,7 +84,7 @@ def main() -> None:
                         help="passed to every run's dlx train --set (e.g. train.precision=bf16)")  # fmt: skip
     args = parser.parse_args()
 
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    gpu = f", {device_name(torch.device('cuda'))}" if torch.cuda.is_available() else ""
     extra = f"; --set {' '.join(args.set)}" if args.set else ""
     print(f"{cpu_model()}{gpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}{extra}")  # fmt: skip
