@@ -19,6 +19,7 @@ import torch
 from dlx.distributed import SINGLE, World
 from dlx.errors import DlxError, first_line
 from dlx.runs import Run, write_bytes_atomic
+from dlx.signals import signals_deferred
 
 FORMAT = 1
 
@@ -127,21 +128,27 @@ class Checkpointer:
 
     def save_last(self, state: dict[str, Any]) -> None:
         if self.world.main:
-            save_checkpoint(self.run.last_checkpoint, {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng_state(),
-                "state": state,
-                "config": self.config,
-                "classes": self.classes,
-                "world_size": self.world.size,
-                "steps_per_epoch": self.steps_per_epoch,
-                "lr_factor": self.lr_factor,
-            })  # fmt: skip
+            # Ctrl-C or SIGTERM waits until last.pt and ``self.epoch`` (what summary.json will say) agree.
+            with signals_deferred():
+                self._write_last(state)
+                self.epoch = state["epoch"]
         self.world.barrier()
         self.epoch = state["epoch"]
+
+    def _write_last(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.run.last_checkpoint, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "state": state,
+            "config": self.config,
+            "classes": self.classes,
+            "world_size": self.world.size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "lr_factor": self.lr_factor,
+        })  # fmt: skip
 
     def save_best(self, epoch: int, row: dict[str, Any]) -> None:
         if self.world.main:

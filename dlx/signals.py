@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 EXIT_SIGTERM = 143  # 128 + 15, what a shell reports for a process ended by SIGTERM
 EXIT_SIGINT = 130  # 128 + 2
@@ -49,13 +48,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM are held back inside the block and delivered when it ends."""
+    """SIGINT and SIGTERM are held back inside the block and delivered, once each, when it ends.
+
+    The Python handlers are swapped for ones that only take note: a Python handler always runs in the main
+    thread, whichever thread the kernel gave the signal to (a thread mask would miss torch's worker threads).
+    """
     if not _main_thread():
         yield
         return
-    blocked: Any = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    caught: list[int] = []
+    held = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: h for s, h in held.items() if h is not None}  # None: a handler set outside Python, left alone
+    for s in previous:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)  # to the previous handler: KeyboardInterrupt, Terminated, the default or nothing

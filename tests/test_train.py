@@ -94,6 +94,31 @@ class InterruptAt(Reporter):
             raise KeyboardInterrupt
 
 
+def test_a_signal_just_after_last_pt_is_renamed_still_counts_its_epoch(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between last.pt's rename and the bookkeeping after it: summary.json must name the epoch last.pt
+    holds (CI once saw epochs_completed 0 beside a last.pt of epoch 1)."""
+    import signal
+
+    import dlx.runs
+
+    fsync_dir = dlx.runs._fsync_dir
+
+    def signal_after_rename(folder: Path) -> None:
+        fsync_dir(folder)
+        if (folder / "last.pt").exists():
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, at the worst moment
+
+    monkeypatch.setattr(dlx.runs, "_fsync_dir", signal_after_rename)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(config_from_dict(tiny(runs_dir, **{"train.epochs": 3})), run_id="cut", quiet=True)
+    cut = runs_dir / "tiny" / "cut"
+    held = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["state"]["epoch"]
+    summary = json.loads((cut / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_completed"], held) == ("interrupted", 1, 1)
+
+
 def test_resume_after_interrupt_equals_uninterrupted(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = {"train.epochs": 3, "schedule": {"name": "cosine", "warmup_epochs": 0.5},
                  "augment": {"rotate": 10, "translate": 0.1}}  # fmt: skip
